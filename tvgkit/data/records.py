@@ -1,0 +1,53 @@
+"""The one record type every reader produces and every dataset consumes, and the clean-up report.
+
+A query record holds times in seconds; readers of formats that count frames (TACoS) convert on the way in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+Window = tuple[float, float]
+
+
+@dataclass(frozen=True)
+class Record:
+    """One query: which video, which sentence, and where its moment is (one or more windows, in seconds)."""
+
+    vid: str
+    qid: str
+    query: str
+    duration: float
+    windows: tuple[Window, ...]
+
+    @property
+    def window(self) -> Window:
+        """The first ground-truth window (most datasets have exactly one)."""
+        return self.windows[0]
+
+    def normalised(self) -> tuple[float, float]:
+        """The first window divided by the duration: the regression target in [0, 1]."""
+        start, end = self.window
+        return start / self.duration, end / self.duration
+
+
+@dataclass
+class Report:
+    """What a reader read, kept, dropped and repaired; printed by the CLI and notebooks."""
+
+    source: str
+    n_read: int = 0
+    n_kept: int = 0
+    n_dropped: int = 0
+    n_clipped_end: int = 0
+    n_clipped_start: int = 0
+    dropped_examples: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def __str__(self) -> str:
+        return (
+            f"{self.source}: read {self.n_read}, kept {self.n_kept}, dropped {self.n_dropped} "
+            f"(start >= end after clipping), clipped end {self.n_clipped_end}, clipped start {self.n_clipped_start}"
+        )
