@@ -1,0 +1,51 @@
+"""Every notebook keeps the kit's shape, so that nbval comparisons hold and readers find their way.
+
+nbval checks that outputs repeat; these checks catch what it cannot: a missing set-up call or parameters cell, a
+function defined in a notebook (logic belongs in the package), outputs stored without execution counts (nbval then
+errors with "Unrun reference cell has outputs"), and a missing "What we saw".
+"""
+
+from pathlib import Path
+
+import nbformat
+import pytest
+
+NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+
+
+def test_there_are_notebooks():
+    assert NOTEBOOKS and NOTEBOOKS[0].name == "00_start_here.ipynb"
+
+
+@pytest.fixture(params=NOTEBOOKS, ids=lambda p: p.stem)
+def notebook(request):
+    return nbformat.read(request.param, as_version=4)
+
+
+def _code(nb):
+    return [c for c in nb.cells if c.cell_type == "code"]
+
+
+def test_parameters_cell_then_setup(notebook):
+    code = _code(notebook)
+    params = [i for i, c in enumerate(code) if "parameters" in c.metadata.get("tags", [])]
+    assert params, "a cell tagged 'parameters' is missing"
+    assert "SIZE" in code[params[0]].source
+    assert "setup(" in code[params[0] + 1].source, "the cell after the parameters must call tvgkit.runtime.setup"
+
+
+def test_ends_with_what_we_saw(notebook):
+    assert notebook.cells[-1].cell_type == "markdown"
+    assert notebook.cells[-1].source.lstrip("# ").lower().startswith("what we saw")
+
+
+def test_no_definitions_in_notebooks(notebook):
+    for cell in _code(notebook):
+        for line in cell.source.splitlines():
+            assert not line.lstrip().startswith(("def ", "class ")), f"move this into tvgkit/: {line.strip()}"
+
+
+def test_outputs_are_stored_with_execution_counts(notebook):
+    code = _code(notebook)
+    assert all(c.execution_count is not None for c in code), "re-run with `make refresh-notebooks`"
+    assert [c.execution_count for c in code] == list(range(1, len(code) + 1)), "cells were run out of order"

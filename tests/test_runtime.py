@@ -1,0 +1,63 @@
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from tvgkit import runtime
+
+
+def test_size_from_argument_env_and_default(monkeypatch):
+    monkeypatch.delenv(runtime.SIZE_ENV, raising=False)
+    assert runtime.resolve_size() == "quick"
+    monkeypatch.setenv(runtime.SIZE_ENV, "FULL")
+    assert runtime.resolve_size() == "full"
+    assert runtime.resolve_size("quick") == "quick"  # the argument wins over the environment
+
+
+def test_unknown_size_is_an_error(monkeypatch):
+    monkeypatch.setenv(runtime.SIZE_ENV, "medium")
+    with pytest.raises(ValueError, match="TVGKIT_SIZE"):
+        runtime.resolve_size()
+
+
+def test_seed_everything_repeats_all_generators():
+    draws = []
+    for _ in range(2):
+        runtime.seed_everything(7)
+        draws.append((random.random(), float(np.random.rand()), float(torch.rand(1))))
+    assert draws[0] == draws[1]
+
+
+def test_temporary_seed_restores_the_outer_stream():
+    runtime.seed_everything(1)
+    expected = torch.rand(3)
+    runtime.seed_everything(1)
+    with runtime.temporary_seed(123):
+        inner = torch.rand(3)
+    assert torch.equal(torch.rand(3), expected)
+    with runtime.temporary_seed(123):
+        assert torch.equal(torch.rand(3), inner)
+
+
+def test_setup_returns_a_cpu_session_with_fixed_threads(capsys, monkeypatch):
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: monkeypatch.setattr(torch, "get_num_threads", lambda: n))
+    session = runtime.setup(size="full", seed=3, threads=1, device="cpu")
+    assert (session.size, session.seed, session.threads, session.device.type) == ("full", 3, 1, "cpu")
+    assert torch.get_num_threads() == 1
+    assert not session.amp  # AMP is for CUDA only
+    assert session.pick(quick=10, full=99) == 99
+    line = capsys.readouterr().out.strip()
+    assert "size full" in line and "seed 3" in line and "device cpu" in line
+
+
+def test_autocast_is_a_no_op_on_cpu():
+    with runtime.autocast(torch.device("cpu")):
+        y = torch.ones(2, 2) @ torch.ones(2, 2)
+    assert y.dtype == torch.float32
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error raised on machines without CUDA")
+def test_asking_for_cuda_without_a_gpu_is_a_clear_error():
+    with pytest.raises(RuntimeError, match="CUDA was requested"):
+        runtime.pick_device("cuda")
