@@ -53,6 +53,6 @@ def test_cli_help_lists_the_commands():
 
 
 def test_package_import_stays_light():
-    code = "import sys, tvgkit, tvgkit.runtime, tvgkit.config; print(sorted({'peft', 'transformers'} & set(sys.modules)))"
+    code = "import sys, tvgkit.runtime, tvgkit.config; print(sorted({'peft', 'transformers'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
