@@ -67,7 +67,10 @@ def kde_prior(train_records: Sequence[Record], test: Sequence[Record] | int, see
     normalised spans ``[n, 2]``). Deterministic given ``seed``.
     """
     n = test if isinstance(test, int) else len(test)
-    kde = gaussian_kde(_normalised(train_records).T)
+    try:
+        kde = gaussian_kde(_normalised(train_records).T)
+    except np.linalg.LinAlgError:
+        raise ValueError("KDE prior: the training moments lie on a line (singular covariance)") from None
     rng = np.random.default_rng(seed)
     spans = np.empty((0, 2))
     while len(spans) < n:
