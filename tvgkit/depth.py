@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -33,6 +34,9 @@ from torch import nn
 from tvgkit import tasks
 from tvgkit.blocks import Block, Encoder
 from tvgkit.runtime import temporary_seed
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def blocks_of(model: nn.Module) -> list[Block]:
@@ -246,6 +250,7 @@ class RunResult:
     final_loss: float
     accuracy: float
     diverged: bool
+    model: TokenModel = field(repr=False)
 
 
 def _schedule(config: RunConfig) -> Callable[[int], float]:
@@ -285,7 +290,8 @@ def train_run(config: RunConfig, device: torch.device | str = "cpu") -> RunResul
     x, y = tasks.make(config.task, 512, torch.Generator().manual_seed(99_999))
     with torch.no_grad():
         accuracy = (model(x.to(device)).argmax(-1).cpu() == y).float().mean().item()
-    return RunResult(config, losses, float(np.mean(tail)) if not diverged else float("nan"), accuracy, diverged)
+    final = float(np.mean(tail)) if not diverged else float("nan")
+    return RunResult(config, losses, final, accuracy, diverged, model)
 
 
 def warmup_grid(
@@ -296,8 +302,22 @@ def warmup_grid(
     device: torch.device | str = "cpu",
 ) -> list[RunResult]:
     """Every combination of norm position x learning rate x warmup, same data stream and init seed for all."""
-    from dataclasses import replace
-
     return [
         train_run(replace(base, position=p, lr=lr, warmup=w), device) for p in positions for lr in lrs for w in warmups
     ]
+
+
+def grid_table(results: Sequence[RunResult]) -> pd.DataFrame:
+    """One row per run: position, lr, warmup, final loss and accuracy (rounded for stable printing)."""
+    import pandas as pd
+
+    return pd.DataFrame(
+        {
+            "position": [r.config.position for r in results],
+            "lr": [r.config.lr for r in results],
+            "warmup": [r.config.warmup for r in results],
+            "final_loss": [round(r.final_loss, 3) for r in results],
+            "accuracy": [round(r.accuracy, 3) for r in results],
+            "diverged": [r.diverged for r in results],
+        }
+    )
