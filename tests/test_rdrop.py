@@ -47,6 +47,15 @@ def test_symmetric_kl_matches_official_formula_averaged_per_position():
     assert symmetric_kl(p, q).item() == pytest.approx(((p_loss + q_loss) / 2 / 12).item(), rel=1e-5)
 
 
+def test_classes_masked_with_minus_inf_contribute_nothing():
+    a, b = torch.tensor([[0.0, 1.0, -float("inf")]]), torch.tensor([[1.0, 0.0, -float("inf")]])
+    a.requires_grad_(True)
+    value = symmetric_kl(a, b)
+    assert value.item() == pytest.approx(symmetric_kl(a[:, :2], b[:, :2]).item(), rel=1e-6)
+    value.backward()
+    assert torch.isfinite(a.grad).all()
+
+
 def test_mask_excludes_positions():
     torch.manual_seed(2)
     a, b = torch.randn(2, 4, 3), torch.randn(2, 4, 3)
