@@ -9,7 +9,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tvgkit.rdrop import doubled_forward, rdrop_loss, regression_distance, symmetric_kl, with_rdrop
+from tvgkit.rdrop import (
+    DETACHED_BUG_VARIANTS,
+    detached_term_gradients,
+    doubled_forward,
+    rdrop_loss,
+    regression_distance,
+    symmetric_kl,
+    with_rdrop,
+)
 from tvgkit.sentiment_task import (
     NOT,
     SentimentSpec,
@@ -126,29 +134,16 @@ def test_doubled_forward_handles_structured_inputs_and_outputs():
         doubled_forward(fn, 1.0)
 
 
-def _grads(model: nn.Module) -> list[torch.Tensor]:
-    return [p.grad.clone() for p in model.parameters()]
-
-
 @pytest.mark.parametrize("kind", ["kl", "mse", "l1", "smooth_l1"])
 def test_gradients_flow_through_term_and_item_bug_gives_none(kind):
     torch.manual_seed(4)
     model = nn.Sequential(nn.Linear(5, 16), nn.ReLU(), nn.Dropout(0.5), nn.Linear(16, 3))
     x, y = torch.randn(10, 5), torch.randint(3, (10,))
-
-    def backward(use_term: str) -> list[torch.Tensor]:
-        model.zero_grad()
-        torch.manual_seed(5)  # same dropout masks for every variant
-        o1, o2 = doubled_forward(model, x)
-        task = (F.cross_entropy(o1, y) + F.cross_entropy(o2, y)) / 2
-        term = rdrop_loss(o1, o2, kind)
-        loss = {"none": task, "item": task + 5.0 * term.item(), "tensor": task + 5.0 * term}[use_term]
-        loss.backward()
-        return _grads(model)
-
-    plain, item, correct = backward("none"), backward("item"), backward("tensor")
-    assert all(torch.equal(g0, g1) for g0, g1 in zip(plain, item, strict=True))  # .item() detaches: gradients identical
-    assert max((g0 - g2).abs().max().item() for g0, g2 in zip(plain, correct, strict=True)) > 1e-4
+    results = detached_term_gradients(model, x, y, alpha=5.0, kind=kind, seed=5)
+    (plain_loss, plain), (item_loss, item), (loss, correct) = (results[v] for v in DETACHED_BUG_VARIANTS)
+    assert torch.equal(plain, item)  # .item() detaches: gradients identical
+    assert (plain - correct).abs().max().item() > 1e-4
+    assert item_loss == pytest.approx(loss) and item_loss > plain_loss  # the logged losses cannot tell them apart
 
 
 def test_sentiment_data_labels_follow_negated_polarity():

@@ -179,3 +179,37 @@ def with_rdrop(
     """
     term = rdrop_loss(out1, out2, kind, mask)
     return (task_loss1 + task_loss2) / 2 + alpha * term, term
+
+
+DETACHED_BUG_VARIANTS = ("task only", "task + alpha * term.item()", "task + alpha * term")
+
+
+def detached_term_gradients(
+    model: torch.nn.Module,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    alpha: float = 1.0,
+    kind: str = "kl",
+    seed: int = 1,
+) -> dict[str, tuple[float, torch.Tensor]]:
+    """The seed's ``.item()`` bug made visible: loss value and flattened gradients for each of
+    :data:`DETACHED_BUG_VARIANTS`, under the same dropout masks (re-seeded before each pass).
+
+    ``term.item()`` is a Python float: it changes the logged loss but never reaches the gradients.
+    """
+    results = {}
+    for variant in DETACHED_BUG_VARIANTS:
+        model.zero_grad()
+        torch.manual_seed(seed)
+        out1, out2 = doubled_forward(model, inputs)
+        task = (F.cross_entropy(out1, targets) + F.cross_entropy(out2, targets)) / 2
+        term = rdrop_loss(out1, out2, kind)
+        loss = {
+            "task only": task,
+            DETACHED_BUG_VARIANTS[1]: task + alpha * term.item(),
+            DETACHED_BUG_VARIANTS[2]: task + alpha * term,
+        }[variant]
+        loss.backward()
+        grads = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+        results[variant] = (loss.item(), grads)
+    return results
