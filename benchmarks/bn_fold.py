@@ -14,65 +14,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 
-import torch
-
-from tvgkit.runtime import pick_device, seed_everything
-from tvgkit.vit import ViT, fold_bn
-
-
-def images_per_s(model: torch.nn.Module, x: torch.Tensor, iters: int) -> float:
-    """Images per second over ``iters`` forward passes (synchronising CUDA so the clock sees the work)."""
-    sync = torch.cuda.synchronize if x.device.type == "cuda" else (lambda: None)
-    sync()
-    start = time.perf_counter()
-    for _ in range(iters):
-        model(x)
-    sync()
-    return iters * x.shape[0] / (time.perf_counter() - start)
-
-
-@torch.inference_mode()
-def measure(
-    reps: int, batch: int, d_model: int, depth: int, iters: int, device: torch.device, image_size: int = 32
-) -> dict:
-    """Build both models, check the folded model against the unfolded one, time them alternately."""
-    seed_everything(0)
-    size = {"image_size": image_size, "patch_size": 4, "d_model": d_model, "depth": depth}
-    size |= {"n_heads": max(1, d_model // 64), "d_ff": 4 * d_model}
-    ln = ViT("ln", **size).to(device).eval()
-    bn = ViT("bn", **size).to(device).train()
-    x = torch.rand(batch, 3, image_size, image_size, device=device)
-    for _ in range(3):  # running statistics that are not the identity
-        bn(x * 2 - 0.5)
-    bn.eval()
-    folded = fold_bn(bn)
-    max_abs_diff = float((folded(x) - bn(x)).abs().max())
-    for model in (ln, folded):  # warm-up
-        images_per_s(model, x, 2)
-    ln_rates, bn_rates = [], []
-    for rep in range(reps):
-        order = [(ln, ln_rates), (folded, bn_rates)]
-        for model, rates in order if rep % 2 == 0 else order[::-1]:
-            rates.append(images_per_s(model, x, iters))
-    ratios = [b / a for a, b in zip(ln_rates, bn_rates, strict=True)]
-    return {
-        "ln_images_per_s": round(statistics.median(ln_rates), 1),
-        "bn_folded_images_per_s": round(statistics.median(bn_rates), 1),
-        "speedup": round(statistics.median(ratios), 4),
-        "speedup_min": round(min(ratios), 4),
-        "speedup_max": round(max(ratios), 4),
-        "max_abs_diff": max_abs_diff,
-        "device": device.type,
-        "threads": torch.get_num_threads(),
-        "reps": reps,
-        "batch": batch,
-        "d_model": d_model,
-        "depth": depth,
-        "tokens": (image_size // 4) ** 2 + 1,
-    }
+from tvgkit.runtime import pick_device
+from tvgkit.vit import measure_fold_speedup
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -84,7 +28,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--depth", type=int, default=6)
     parser.add_argument("--device", default=None, help="default: CUDA when present, else CPU")
     args = parser.parse_args(argv)
-    result = measure(args.reps, args.batch, args.d_model, args.depth, args.iters, pick_device(args.device))
+    result = measure_fold_speedup(args.reps, args.batch, args.d_model, args.depth, args.iters, pick_device(args.device))
     print(
         f"ViT d={result['d_model']} depth={result['depth']} tokens={result['tokens']} batch={result['batch']} "
         f"on {result['device']} ({result['threads']} threads), {result['reps']} alternating repetitions"

@@ -9,7 +9,16 @@ import torch
 from torch import nn
 
 from tvgkit.data.images import SHAPES, render_shapes, shapes_splits
-from tvgkit.vit import VARIANTS, TokenBatchNorm, ViT, affine_of, fold_affine_before, fold_bn, train_classifier
+from tvgkit.vit import (
+    VARIANTS,
+    TokenBatchNorm,
+    ViT,
+    affine_of,
+    fold_affine_before,
+    fold_bn,
+    measure_fold_speedup,
+    train_classifier,
+)
 
 
 def _trained_stats(model: ViT, batches: int = 3) -> ViT:
@@ -128,3 +137,11 @@ def test_training_learns_and_a_nonfinite_loss_is_reported_not_raised() -> None:
         bad.head.weight.fill_(float("inf"))
     res = train_classifier(bad, train, test, 3, 24, 3e-3, torch.device("cpu"))
     assert res.diverged and res.nonfinite_step == 0 and len(res.losses) == 1
+
+
+def test_fold_speedup_measurement_reports_matched_models() -> None:
+    res = measure_fold_speedup(reps=3, batch=4, d_model=32, depth=1, iters=1, device=torch.device("cpu"))
+    assert res["max_abs_diff"] < 1e-5
+    assert res["tokens"] == 65 and res["reps"] == 3 and res["device"] == "cpu"
+    assert res["speedup_min"] <= res["speedup"] <= res["speedup_max"]
+    assert res["ln_images_per_s"] > 0 and res["bn_folded_images_per_s"] > 0
