@@ -88,7 +88,7 @@ def quiet_warnings() -> None:
     """Silence known-noisy library warnings (they carry per-run paths and break notebook comparisons)."""
     for category in (FutureWarning, DeprecationWarning, UserWarning):
         warnings.filterwarnings("ignore", category=category, module=r"(peft|transformers|torch|seaborn|h5py)(\.|$)")
-    warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing is deprecated.*")
+    warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing\W* is deprecated")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
