@@ -4,9 +4,11 @@ Every reader returns ``(records, report)``: ``records`` is a list of :class:`Rec
 never silently filtered) and ``report`` counts what was repaired or dropped. The clean-up rules are the ones the
 field's pipelines apply (2D-TAN, VSLNet, lighthouse), made explicit:
 
-* a window's end past the video's duration is clipped to the duration (``n_clipped_end``, counted per window);
-* a negative start is clipped to 0 (``n_clipped_start``, per window);
+* a window's end past the video's duration is clipped to the duration (``n_clipped_end``);
+* a negative start is clipped to 0 (``n_clipped_start``);
 * a window with ``start >= end`` after clipping is dropped; a record left with no window is dropped (``n_dropped``).
+
+Clipping is counted per kept window (a window that is dropped anyway is counted once, as dropped).
 
 What cannot be repaired is a :class:`FormatError` naming the file, the line (or key) and what is wrong: an empty
 query, a time that is not a finite number, a negative end, a duration that is not positive, a video with no duration.
@@ -67,26 +69,25 @@ class _Cleaner:
         duration = _number(duration, path, where, "duration")
         if duration <= 0:
             raise FormatError(path, where, f"duration {duration} of video {vid!r} is not positive")
-        kept = []
+        kept, parsed = [], []
         for window in windows:
             if not isinstance(window, (list, tuple)) or len(window) != 2:
                 raise FormatError(path, where, f"window {window!r} is not a (start, end) pair")
             start = _number(window[0], path, where, "start time")
             end = _number(window[1], path, where, "end time")
+            parsed.append((start, end))
             if end < 0:
                 raise FormatError(path, where, f"negative end time {end}")
-            if start < 0:
-                start = 0.0
-                report.n_clipped_start += 1
-            if end > duration:
-                end = duration
-                report.n_clipped_end += 1
-            if start < end:
-                kept.append((start, end))
+            clipped_start, clipped_end = max(start, 0.0), min(end, duration)
+            if clipped_start < clipped_end:
+                report.n_clipped_start += clipped_start != start
+                report.n_clipped_end += clipped_end != end
+                kept.append((clipped_start, clipped_end))
         if not kept:
             report.n_dropped += 1
             if len(report.dropped_examples) < MAX_EXAMPLES:
-                report.dropped_examples.append(f"{where}: {vid} {list(windows)} (duration {duration})")
+                label = vid if str(where) == vid else f"{where}: {vid}"
+                report.dropped_examples.append(f"{label} windows {parsed} (duration {duration})")
             return
         report.n_kept += 1
         self.records.append(Record(vid=vid, qid=qid, query=query.strip(), duration=duration, windows=tuple(kept)))
