@@ -33,7 +33,7 @@ def _slots(frame: np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize("shape", SHAPES)
 def test_each_shape_lands_in_its_own_slot(shape: str) -> None:
     slots = _slots(_frame([("red", shape, 20, 40)]))
-    present = list(zip(*np.nonzero(slots[..., 0])))
+    present = list(zip(*np.nonzero(slots[..., 0]), strict=False))
     assert present == [(COLOURS.index("red"), SHAPES.index(shape))]
     x, y = slots[COLOURS.index("red"), SHAPES.index(shape), 2:4]
     assert abs(x - 20 / 64) < 0.03 and abs(y - 40 / 64) < 0.06  # a triangle's centroid sits below its box centre
@@ -41,7 +41,7 @@ def test_each_shape_lands_in_its_own_slot(shape: str) -> None:
 
 def test_same_colour_different_shapes_are_told_apart() -> None:
     slots = _slots(_frame([("blue", "circle", 16, 16), ("blue", "square", 46, 46), ("green", "circle", 46, 14)]))
-    got = {(COLOURS[c], SHAPES[s]) for c, s in zip(*np.nonzero(slots[..., 0]))}
+    got = {(COLOURS[c], SHAPES[s]) for c, s in zip(*np.nonzero(slots[..., 0]), strict=False)}
     assert got == {("blue", "circle"), ("blue", "square"), ("green", "circle")}
 
 

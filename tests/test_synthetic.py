@@ -17,7 +17,7 @@ TINY = SynthConfig(n_train=6, n_val=2, n_test=3, duration_min=10.0, duration_max
 def test_same_seed_same_videos_and_queries() -> None:
     a = [(f, r) for _, f, r in generate_split(TINY, "train", 2)]
     b = [(f, r) for _, f, r in generate_split(TINY, "train", 2)]
-    assert all(np.array_equal(fa, fb) and ra == rb for (fa, ra), (fb, rb) in zip(a, b))
+    assert all(np.array_equal(fa, fb) and ra == rb for (fa, ra), (fb, rb) in zip(a, b, strict=False))
     c = next(generate_split(replace(TINY, seed=1), "train", 1))[2]
     assert c != a[0][1]
 

@@ -18,13 +18,16 @@ class UserError(Exception):
 
 
 def _add_baselines(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("baselines", help="video-blind baselines (whole video, best fixed span, KDE prior)")
+    p = sub.add_parser(
+        "baselines",
+        help="blind baselines (whole video, best fixed span, KDE prior; on synthetic also a query-blind model)",
+    )
     p.add_argument("--dataset", choices=DATASETS, required=True)
     p.add_argument("--data-dir", default=None, help="folder holding the dataset's files (default: $TVGKIT_DATA)")
     p.add_argument("--split", default="test")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
-    p.set_defaults(handler=_lazy("tvgkit.baselines", "main"))
+    p.set_defaults(handler=_lazy("tvgkit.commands", "baselines"))
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:

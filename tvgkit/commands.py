@@ -29,9 +29,29 @@ def train(args: argparse.Namespace) -> int:
     cfg = config.load(RunConfig, args.config, args.set or [])
     result = train(cfg, progress=not args.quiet)
     print(f"run folder: {result.run_dir}")
-    print(f"trained {result.metrics['steps']} steps in {result.train_seconds:.0f} s ({result.samples_per_second} samples/s)")
-    print("best on validation:", _fmt({k: v for k, v in result.metrics["val_best"].items() if k.startswith(("R1", "mI"))}))
-    print("test:", _fmt(result.metrics["test"]))
+    m = result.metrics
+    print(f"trained {m['steps']} steps in {result.train_seconds:.0f} s ({result.samples_per_second} samples/s)")
+    print("best on validation:", _fmt({k: v for k, v in m["val_best"].items() if k.startswith(("R1", "mI"))}))
+    print("test:", _fmt(m["test"]))
+    return 0
+
+
+def baselines(args: argparse.Namespace) -> int:
+    """``tvgkit baselines``: on ``synthetic`` the video-blind priors plus the query-blind trained model."""
+    from tvgkit import baselines as blind
+
+    if args.dataset != "synthetic":
+        return blind.main(args)
+    from tvgkit.train import RunConfig, blind_baselines
+
+    if args.split != "test":
+        raise ValueError("on the synthetic set the baselines are scored on the test split")
+    cfg = RunConfig(seed=args.seed, name="baselines")
+    results = blind_baselines(cfg, progress=False)
+    print(f"synthetic test; query-blind model = the quick default trained with emptied queries (seed {args.seed})")
+    print(blind.format_table(results))
+    if args.json:
+        _json_line({name: {k: round(v, 4) for k, v in m.items()} for name, m in results.items()})
     return 0
 
 
@@ -108,7 +128,10 @@ def predict(args: argparse.Namespace) -> int:
         pe = torch.stack([span_probs(o)[1] for o in outs]).mean(0)
         k = min(args.top, len(feats) * (len(feats) + 1) // 2)
         spans, scores = decode_spans(ps, pe, mask.sum(1), k=k)
-        rows = [(float(s[0]) * duration, float(s[1]) * duration, float(c)) for s, c in zip(spans[0], scores[0])]
+        rows = [
+            (float(s[0]) * duration, float(s[1]) * duration, float(c))
+            for s, c in zip(spans[0], scores[0], strict=False)
+        ]
     else:
         span = torch.stack([o["span"] for o in outs]).mean(0)[0]
         rows = [(float(span[0]) * duration, float(span[1]) * duration, 1.0)]
@@ -143,7 +166,7 @@ def runs_table(runs_dir: str | Path = "runs"):
             }
         )
     keys = config.differing_keys(cfgs)
-    for row, cfg in zip(rows, cfgs):
+    for row, cfg in zip(rows, cfgs, strict=False):
         flat = config.flatten(cfg)
         row.update({k: flat.get(k) for k in keys})
     columns = ["run", *keys, "R1@0.5", "R1@0.7", "mIoU", "val mIoU", "train s"]

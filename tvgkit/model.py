@@ -66,7 +66,8 @@ class GroundingModel(nn.Module):
     def set_feature_stats(self, mean: torch.Tensor, std: torch.Tensor) -> None:
         """Standardise video features with the training split's statistics (kept in the checkpoint)."""
         self.feat_mean.copy_(mean)
-        self.feat_std.copy_(std.clamp_min(1e-3))
+        # Never-present slots have std ~0: a floor keeps a rare blob from becoming a huge input.
+        self.feat_std.copy_(std.clamp_min(0.1))
 
     def forward(
         self, video: torch.Tensor, video_mask: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor
@@ -113,7 +114,9 @@ def giou_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (1 - (iou - (hull - union) / hull.clamp_min(1e-6))).mean()
 
 
-def grounding_loss(out: dict[str, torch.Tensor], spans: torch.Tensor, video_mask: torch.Tensor, giou_weight: float) -> torch.Tensor:
+def grounding_loss(
+    out: dict[str, torch.Tensor], spans: torch.Tensor, video_mask: torch.Tensor, giou_weight: float
+) -> torch.Tensor:
     """Cross-entropy on start/end clips (span head) or L1 + generalised IoU (regression head)."""
     if "span" in out:
         return F.l1_loss(out["span"], spans) + giou_weight * giou_loss(out["span"], spans)

@@ -66,6 +66,42 @@ class RunConfig:
     train: OptimConfig = field(default_factory=OptimConfig)
 
 
+#: Named override lists: ``tiny`` for tests, ``notebook`` for notebook 05 (a smaller set, shorter training, so the
+#: notebook runs in about a minute with rendering included); no preset is the ``tvgkit train`` quick default.
+PRESETS: dict[str, list[str]] = {
+    "tiny": [
+        "data.synth.n_train=12",
+        "data.synth.n_val=4",
+        "data.synth.n_test=4",
+        "data.synth.duration_min=10",
+        "data.synth.duration_max=12",
+        "data.synth.moment_max=5",
+        "text.layers=1",
+        "text.hidden=32",
+        "text.heads=2",
+        "text.intermediate=64",
+        "train.epochs=2",
+        "train.batch_size=16",
+        "train.log_every=1",
+        "train.threads=1",
+    ],
+    "notebook": [
+        "data.synth.n_train=400",
+        "data.synth.n_val=60",
+        "data.synth.n_test=150",
+        "text.layers=2",
+        "train.epochs=8",
+        "train.batch_size=32",
+        "train.log_every=5",
+    ],
+}
+
+
+def preset(name: str, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+    """The config of a named preset (see :data:`PRESETS`), with further ``key=value`` overrides."""
+    return configs.load(RunConfig, None, [*PRESETS[name], *overrides])
+
+
 @dataclass
 class Splits:
     records: dict[str, list[Record]]
@@ -112,18 +148,17 @@ def build_model(cfg: RunConfig, train_records: list[Record], feature_dim: int, t
     sentences = [r.query for r in train_records] + [fill_template(t, "") for t in cfg.model.templates]
     tokenizer, encoder = load_text_encoder(cfg.text, sentences, tokenizer_dir)
     if cfg.text.peft != "full":
-        if cfg.text.peft == "frozen" and not cfg.text.peft_options:
-            encoder.requires_grad_(False)
-        else:
-            from tvgkit import peft  # lazily: importing peft costs seconds
+        from tvgkit import peft  # the peft library itself is imported only by the methods that need it
 
-            encoder = peft.apply(encoder, cfg.text.peft, **cfg.text.peft_options)
+        encoder = peft.apply(encoder, cfg.text.peft, **cfg.text.peft_options)
     model = GroundingModel(cfg.model, encoder, feature_dim, tokenizer.mask_token_id)
     return model, tokenizer
 
 
 def _forward(model: GroundingModel, batch: dict, template: int) -> dict[str, torch.Tensor]:
-    return model(batch["video"], batch["video_mask"], batch["input_ids"][:, template], batch["attention_mask"][:, template])
+    return model(
+        batch["video"], batch["video_mask"], batch["input_ids"][:, template], batch["attention_mask"][:, template]
+    )
 
 
 @torch.no_grad()
@@ -230,12 +265,17 @@ def train(cfg: RunConfig, progress: bool = True, splits: Splits | None = None) -
             grad_norm = torch.nn.utils.clip_grad_norm_(params, opt.clip_grad)
             scaler.step(optimizer)
             scaler.update()
+            if cfg.text.peft == "adalora":
+                from tvgkit.peft import step_hook
+
+                step_hook(model.encoder, step)
             scheduler.step()
             step += 1
             seen += len(batch["span"])
             bar.update()
             if step % opt.log_every == 0 or step == total:
                 entry = {"step": step, "epoch": epoch, "loss": loss.item(), "lr": scheduler.get_last_lr()[0]}
+                entry["seconds"] = round(train_time + time.perf_counter() - start, 2)
                 entry["grad_norm"] = float(grad_norm)
                 if term is not None:
                     entry["rdrop_term"] = term.item()
@@ -273,11 +313,25 @@ def train(cfg: RunConfig, progress: bool = True, splits: Splits | None = None) -
     return Result(run_dir, metrics, history, train_time, metrics["samples_per_second"])
 
 
+def blind_baselines(cfg: RunConfig, splits: Splits | None = None, progress: bool = False) -> dict[str, dict]:
+    """Test metrics of the video-blind priors and of the query-blind model (``cfg`` trained with emptied queries)."""
+    from dataclasses import replace
+
+    from tvgkit.baselines import run_blind_baselines
+
+    splits = splits or load_splits(cfg.data, progress=progress)
+    results = run_blind_baselines(splits.records["train"], splits.records["test"], seed=cfg.seed)
+    blind = replace(cfg, name=f"{cfg.name}-query-blind", train=replace(cfg.train, query_blind=True))
+    results["query_blind_model"] = train(blind, progress=progress, splits=splits).metrics["test"]
+    return results
+
+
 def _loss(model: GroundingModel, batch: dict, opt: OptimConfig) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The task loss, plus R-Drop's consistency term when ``rdrop_alpha > 0`` (two dropout passes, one batch)."""
     giou = model.cfg.giou_weight
     if opt.rdrop_alpha <= 0:
-        return grounding_loss(_forward(model, batch, 0), batch["span"], batch["video_mask"], giou), None
+        loss = grounding_loss(_forward(model, batch, 0), batch["span"], batch["video_mask"], giou)
+        return loss + _peft_penalty(model), None
     from tvgkit.rdrop import doubled_forward, rdrop_loss
 
     ids, attn = batch["input_ids"][:, 0], batch["attention_mask"][:, 0]
@@ -289,7 +343,16 @@ def _loss(model: GroundingModel, batch: dict, opt: OptimConfig) -> tuple[torch.T
         term = rdrop_loss(out1["start_logits"], out2["start_logits"], "kl") + rdrop_loss(
             out1["end_logits"], out2["end_logits"], "kl"
         )
-    return task + opt.rdrop_alpha * term, term
+    return task + opt.rdrop_alpha * term + _peft_penalty(model), term
+
+
+def _peft_penalty(model: GroundingModel) -> torch.Tensor | float:
+    """AdaLoRA's orthogonality regulariser (0 for every other method)."""
+    if "Peft" not in type(model.encoder).__name__:
+        return 0.0
+    from tvgkit.peft import extra_loss
+
+    return extra_loss(model.encoder)
 
 
 def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[GroundingModel, object, RunConfig]:
@@ -318,5 +381,10 @@ def evaluate_run(run_dir: str | Path, split: str = "test", progress: bool = Fals
         cfg.data.max_clips,
         query_blind=cfg.train.query_blind,
     )
-    spans = predict(model, loader(ds, 256, train=False, pad_id=tokenizer.pad_token_id), torch.device("cpu"), cfg.model.prompt_ensemble)
+    spans = predict(
+        model,
+        loader(ds, 256, train=False, pad_id=tokenizer.pad_token_id),
+        torch.device("cpu"),
+        cfg.model.prompt_ensemble,
+    )
     return evaluate_records(spans, splits.records[split])

@@ -56,8 +56,10 @@ class GroundingDataset(Dataset):
                 videos[r.vid] = resample(feats, max_clips)[0] if len(feats) > max_clips else feats
         self.videos = videos
         prompts = sorted({fill_template(t, "" if query_blind else r.query) for r in self.records for t in templates})
-        encoded = dict(zip(prompts, tokenizer(prompts, add_special_tokens=True)["input_ids"]))
-        self.ids = [[encoded[fill_template(t, "" if query_blind else r.query)] for t in templates] for r in self.records]
+        encoded = dict(zip(prompts, tokenizer(prompts, add_special_tokens=True)["input_ids"], strict=False))
+        self.ids = [
+            [encoded[fill_template(t, "" if query_blind else r.query)] for t in templates] for r in self.records
+        ]
 
     def __len__(self) -> int:
         return len(self.records)
@@ -91,7 +93,7 @@ class Collate:
         n_templates = len(items[0].ids)
         if self.train:
             choice = torch.randint(n_templates, (len(items),)).tolist()
-            prompts = [[it.ids[c]] for it, c in zip(items, choice)]
+            prompts = [[it.ids[c]] for it, c in zip(items, choice, strict=False)]
         else:
             prompts = [it.ids for it in items]
         width = max(len(p) for ps in prompts for p in ps)
@@ -128,5 +130,5 @@ def split_by_video(records: Sequence[Record], fractions: Sequence[float], seed: 
     order = np.random.default_rng(seed).permutation(len(vids))
     bounds = np.cumsum([0, *[round(f * len(vids)) for f in fractions]])
     bounds[-1] = len(vids)
-    parts = [{vids[i] for i in order[a:b]} for a, b in zip(bounds[:-1], bounds[1:])]
+    parts = [{vids[i] for i in order[a:b]} for a, b in zip(bounds[:-1], bounds[1:], strict=False)]
     return [[r for r in records if r.vid in part] for part in parts]

@@ -159,7 +159,7 @@ def sample_video(rng: np.random.Generator, cfg: SynthConfig, vid: str) -> VideoS
     n_obj = int(rng.integers(cfg.objects_min, cfg.objects_max + 1))
     pairs = _pick_objects(rng, n_obj)
     places = _place(rng, n_obj, cfg.size)
-    objects = [Obj(c, s, x, y, float(rng.uniform(7.0, 9.0))) for (c, s), (x, y) in zip(pairs, places)]
+    objects = [Obj(c, s, x, y, float(rng.uniform(7.0, 9.0))) for (c, s), (x, y) in zip(pairs, places, strict=False)]
     spec = VideoSpec(vid, duration, objects)
     n_events = int(rng.integers(cfg.events_min, cfg.events_max + 1))
     for _ in range(60):
@@ -261,7 +261,7 @@ def render(spec: VideoSpec, cfg: SynthConfig, rng: np.random.Generator) -> np.nd
 
 
 def queries(spec: VideoSpec, rng: np.random.Generator) -> list[Record]:
-    """One query per event, from templates with synonyms ("the red circle moves to the left", "a red ball slides left")."""
+    """One query per event, from templates with synonyms ("a red ball slides left")."""
     out = []
     for k, e in enumerate(spec.events):
         o = spec.objects[e.obj]
