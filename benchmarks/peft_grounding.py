@@ -7,8 +7,11 @@ the whole model, test R1@0.5, R1@0.7 and mIoU (the checkpoint chosen on validati
 peak memory (CUDA: peak allocated; CPU: growth of the process's peak resident set during the run, read from
 ``/proc/self/status`` after resetting it through ``/proc/self/clear_refs``).
 
-    python benchmarks/peft_grounding.py                 # quick: small synthetic set, short training
-    python benchmarks/peft_grounding.py --size full     # larger set, longer training
+    python benchmarks/peft_grounding.py                 # quick: a smoke-size run (16 training videos, 1 epoch)
+    python benchmarks/peft_grounding.py --size full     # 800 videos, 10 epochs: for a GPU or a free machine
+
+At quick size the accuracy columns say little (a few optimiser steps); the parameter counts, seconds per step and
+memory are the informative columns there.
     python benchmarks/peft_grounding.py --methods full lora_qv --out runs/peft_grounding.json
 
 The last line printed is one JSON object keyed by method; the same object is written to ``--out`` (default
@@ -45,12 +48,13 @@ LEARNING_RATES = {"full": 1e-4, "frozen": 1e-3, "ptuning_v2": 5e-3}
 DEFAULT_LR = 1e-3
 SIZES = {
     "quick": [
-        "data.synth.n_train=96",
-        "data.synth.n_val=32",
-        "data.synth.n_test=64",
-        "data.max_clips=32",
-        "train.epochs=2",
-        "train.batch_size=16",
+        "data.synth.n_train=16",
+        "data.synth.n_val=8",
+        "data.synth.n_test=16",
+        "data.max_clips=16",
+        "model.prompt_ensemble=false",
+        "train.epochs=1",
+        "train.batch_size=8",
         "train.log_every=2",
     ],
     "full": [
