@@ -127,12 +127,13 @@ PUBLISHED_RESULTS = [
 
 
 def _synthetic_records(split: str, data_dir: str | None):
-    """The synthetic dataset's records; its generator arrives with the grounding-system issue."""
-    try:
-        import tvgkit.data.synthetic  # noqa: F401
-    except ModuleNotFoundError:
-        raise ValueError("the synthetic dataset is not in this build yet (tvgkit.data.synthetic is missing)") from None
-    raise ValueError("tvgkit baselines --dataset synthetic is not wired to tvgkit.data.synthetic yet")
+    """The synthetic dataset's records (the ``tvgkit train`` default set, rendered once and cached)."""
+    from tvgkit.data.formats import read_jsonl
+    from tvgkit.data.synthetic import SynthConfig, build
+
+    records, report = read_jsonl(build(SynthConfig(), cache_dir=data_dir).jsonl(split))
+    print(f"{split}: {report}")
+    return records
 
 
 def load_records(dataset: str, split: str, data_dir: str | None = None) -> list[Record]:
