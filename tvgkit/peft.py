@@ -31,12 +31,13 @@ from __future__ import annotations
 
 import copy
 import re
-import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+from tvgkit.runtime import quiet_warnings
 
 METHODS = ("full", "frozen", "lora", "adalora", "bitfit", "adapter", "prefix", "prompt", "ia3")
 
@@ -62,12 +63,6 @@ COUNT_NEUTRAL = {
     "ia3": {"init_ia3_weights"},
     "prompt": {"prompt_tuning_init", "prompt_tuning_init_text", "tokenizer_name_or_path"},
 }
-
-FUTURE_WARNING = r".*is_gradient_checkpointing\W* is deprecated"
-
-
-def _quiet() -> None:
-    warnings.filterwarnings("ignore", message=FUTURE_WARNING, category=FutureWarning)
 
 
 # ----------------------------------------------------------------------------------------------------------- counting
@@ -165,7 +160,7 @@ def apply(model: nn.Module, method: str, **options) -> nn.Module:
 
     import peft
 
-    _quiet()  # after the import: importing peft/transformers installs warning filters of its own
+    quiet_warnings()  # after the import: importing peft/transformers installs warning filters of its own
 
     if method == "lora":
         config = peft.LoraConfig(**opts)
