@@ -41,7 +41,7 @@ class DataConfig:
 @dataclass
 class OptimConfig:
     epochs: int = 12
-    batch_size: int = 64
+    batch_size: int = 32
     lr: float = 1e-3
     weight_decay: float = 0.01
     warmup_ratio: float = 0.05
@@ -92,7 +92,7 @@ PRESETS: dict[str, list[str]] = {
         "data.synth.n_test=150",
         "text.layers=2",
         "train.epochs=8",
-        "train.batch_size=32",
+        "train.batch_size=16",
         "train.log_every=5",
         "train.threads=1",
     ],

@@ -4,9 +4,10 @@ The same function serves the kit's rendered videos and a user's video file, so t
 the whole pipeline (nothing is ever computed from event labels). Each frame is reduced to colour-blob statistics:
 for every (colour, shape) slot the presence, area, centre, and colour strength (mean saturation, which shows a
 fading object), found by HSV thresholds and connected components, with the shape read from the blob's fill ratio
-(area / bounding-box area: about 1 for a square, 0.78 for a circle, 0.5 for a triangle). A clip keeps the mean of
-its frames, the change from its first to its last frame (sharp boundaries need change features; scaled by 10
-so that a move is as visible as a presence flag), and the frame-difference energy in a 2x2 grid. Optical flow would cost about four times more and was not needed.
+(area / bounding-box area: about 1 for a square, 0.7 to 0.78 for a circle, 0.5 for a triangle). A clip keeps the
+mean of its frames, the change from its first to its last frame (sharp boundaries need change features; scaled by
+10 so that a move is as visible as a presence flag), and the frame-difference energy in a 2x2 grid. Optical flow
+would cost about four times more and was not needed.
 """
 
 from __future__ import annotations
