@@ -1,5 +1,6 @@
 """Annotation readers and writers: fixtures with every clean-up case, malformed input, and the real files."""
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -109,6 +110,17 @@ def test_structured_formats_name_the_key(tmp_path):
         read_jsonl(jsonl)
     with pytest.raises(FormatError, match="durations must be a Charades_v1"):
         read_charades_sta(FIXTURES / "charades_sta_small.txt", FIXTURES / "moments_small.jsonl")
+
+
+def test_load_dataset_finds_the_usual_names_in_a_root_or_the_dataset_folder(tmp_path):
+    folder = tmp_path / "tacos"
+    folder.mkdir()
+    shutil.copy(FIXTURES / "tacos_small.json", folder / "test.json")
+    shutil.copy(FIXTURES / "moments_small.jsonl", folder / "tacos_val_release.jsonl")
+    expected, _ = read_tacos(FIXTURES / "tacos_small.json")
+    assert load_dataset("tacos", "test", tmp_path)[0] == expected
+    assert load_dataset("tacos", "test", folder)[0] == expected
+    assert [r.qid for r in load_dataset("tacos", "val", folder)[0]] == ["7", "q8"]  # the JSONL fallback
 
 
 def test_load_dataset_explains_missing_splits(tmp_path):

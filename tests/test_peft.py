@@ -5,6 +5,7 @@ sequence, prefixes change attention, AdaLoRA prunes its rank budget)."""
 from __future__ import annotations
 
 import copy
+import itertools
 
 import pytest
 import torch
@@ -170,3 +171,18 @@ def test_adalora_step_hook_prunes_to_target_budget_and_others_are_no_ops():
 def test_adalora_without_total_step_is_a_clear_error():
     with pytest.raises(ValueError, match="total_step"):
         tp.apply(tiny(), "adalora")
+
+
+def test_count_rows_and_adapted_modules_on_a_small_model():
+    rows = tp.count_rows(tiny(), [("lora", {"target_modules": ["query", "dense"]}), ("prompt", {})])
+    assert [r["match"] for r in rows] == [True, True]
+    assert rows[1]["counted"] == 20 * 32 and rows[1]["options"] == "-"
+    hit = tp.adapted_modules(tp.apply(tiny(), "lora", target_modules=["query", "dense"]))
+    assert "pooler.dense" in hit and len(hit) == 2 * 4 + 1  # query, attention.output, intermediate, output; pooler
+
+
+def test_adalora_rank_trace_follows_the_schedule_to_the_target():
+    trace = tp.adalora_rank_trace(TINY, total_step=16, init_r=4, target_r=1, tinit=3, tfinal=4, deltaT=2)
+    assert trace["scheduled"][0] == trace["kept"][0] == 4 * 4  # init_r x (q, v in two layers)
+    assert trace["kept"][-1] == sum(trace["final"].values()) == 4
+    assert all(a >= b for a, b in itertools.pairwise(trace["kept"]))  # the budget only shrinks

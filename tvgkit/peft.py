@@ -29,6 +29,7 @@ LayerNorms as Houlsby et al. did (``train_layernorm=False`` trains the adapters 
 
 from __future__ import annotations
 
+import copy
 import re
 import warnings
 from collections import OrderedDict
@@ -287,3 +288,76 @@ def explain(config, method: str, pooler: bool = True, **options) -> tuple[int, s
 def expected_trainable(config, method: str, pooler: bool = True, **options) -> int:
     """Closed-form trainable count for a BERT-family ``config`` (``pooler``: whether the model has its pooler)."""
     return explain(config, method, pooler, **options)[0]
+
+
+# ------------------------------------------------------------------------------------------------ tables and traces
+def _format_options(options: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in options.items()) or "-"
+
+
+def count_rows(model: nn.Module, cases: list[tuple[str, dict]]) -> list[dict]:
+    """For each ``(method, options)``: apply it to a deep copy of ``model`` and put the count next to the closed form.
+
+    ``percent`` is relative to the unmodified model's parameters (what "x% of the model" means in the papers).
+    """
+    pooler = getattr(model, "pooler", None) is not None
+    base_total = count_parameters(model)[1]
+    rows = []
+    for method, options in cases:
+        counted = count_parameters(apply(copy.deepcopy(model), method, **options))[0]
+        expected, formula = explain(model.config, method, pooler, **options)
+        rows.append(
+            {
+                "method": method,
+                "options": _format_options(options),
+                "formula": formula,
+                "expected": expected,
+                "counted": counted,
+                "match": counted == expected,
+                "percent": 100 * counted / base_total,
+            }
+        )
+    return rows
+
+
+def adapted_modules(model: nn.Module) -> list[str]:
+    """Module paths (as in the unwrapped model) that peft replaced with an adapter layer: what a target name hit."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    return [
+        name.removeprefix("base_model.model.")
+        for name, module in model.named_modules()
+        if isinstance(module, BaseTunerLayer)
+    ]
+
+
+def adalora_rank_trace(config, total_step: int, seed: int = 0, batch_size: int = 4, seq_len: int = 8, **options):
+    """Train a small ``BertModel(config)`` with AdaLoRA on a fixed random regression target and record, per step,
+    the scheduled rank budget and the ranks actually kept (from AdaLoRA's rank pattern).
+
+    Returns ``{"step", "scheduled", "kept"}`` lists and ``final``: the kept rank of each adapted matrix at the end.
+    """
+    from transformers import BertModel
+
+    torch.manual_seed(seed)
+    model = apply(BertModel(config), "adalora", total_step=total_step, **options)
+    model.train()
+    ids = torch.randint(1, config.vocab_size, (batch_size, seq_len))
+    target = torch.randn(batch_size, seq_len, config.hidden_size)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    allocator = model.base_model.rankallocator
+    adapter = model.active_peft_config
+    trace: dict = {"step": [], "scheduled": [], "kept": []}
+    for step in range(total_step):
+        out = model(input_ids=ids).last_hidden_state
+        loss = (out - target).pow(2).mean() + extra_loss(model)
+        loss.backward()
+        opt.step()
+        step_hook(model, step)
+        opt.zero_grad()
+        pattern = adapter.rank_pattern
+        trace["step"].append(step)
+        trace["scheduled"].append(allocator.budget_schedule(step)[0])
+        trace["kept"].append(sum(sum(v) for v in pattern.values()) if pattern else allocator.init_bgt)
+    trace["final"] = {name: sum(mask) for name, mask in (adapter.rank_pattern or {}).items()}
+    return trace

@@ -59,10 +59,12 @@ def symmetric_kl(logits1: torch.Tensor, logits2: torch.Tensor, mask: torch.Tenso
         raise ValueError(f"logits shapes differ: {tuple(logits1.shape)} vs {tuple(logits2.shape)}")
     logp1 = F.log_softmax(logits1.float(), dim=-1)
     logp2 = F.log_softmax(logits2.float(), dim=-1)
-    # KL(p||q) = sum p (log p - log q); F.kl_div(input=log q, target=log p, log_target=True) computes exactly that.
-    kl12 = F.kl_div(logp2, logp1, reduction="none", log_target=True).sum(-1)
-    kl21 = F.kl_div(logp1, logp2, reduction="none", log_target=True).sum(-1)
-    return _masked_mean((kl12 + kl21) / 2, mask)
+    # Classes masked out with -inf in both passes have p = 0 on both sides and contribute 0 (F.kl_div gives NaN there).
+    both_out = torch.isneginf(logp1) & torch.isneginf(logp2)
+    diff = logp1.masked_fill(both_out, 0.0) - logp2.masked_fill(both_out, 0.0)
+    # (KL(p1||p2) + KL(p2||p1)) / 2 = sum (p1 - p2)(log p1 - log p2) / 2 over the classes.
+    per_position = ((logp1.exp() - logp2.exp()) * diff).sum(-1) / 2
+    return _masked_mean(per_position, mask)
 
 
 _ELEMENTWISE: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
