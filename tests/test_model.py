@@ -71,3 +71,18 @@ def test_span_head_ignores_padding_clips() -> None:
     assert torch.allclose(out["start_logits"][0, :4], out2["start_logits"][0, :4], atol=1e-5)
     loss = grounding_loss(out, torch.tensor([[0.0, 0.5]] * 3), video_mask, 1.0)
     assert loss.item() > 0
+
+
+def test_peft_wrapped_encoder_trains_only_adapters_and_heads() -> None:
+    from tvgkit import peft
+
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=30, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
+    encoder = peft.apply(BertModel(cfg, add_pooling_layer=False), "lora", r=2, target_modules=["query", "value"])
+    model = GroundingModel(ModelConfig(head="span"), encoder, 7, MASK)
+    trainable = {n.split(".")[0] for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {"encoder", "video_proj", "video_pos", "span_head", "reg_head"}
+    assert all("lora_" in n for n, p in model.encoder.named_parameters() if p.requires_grad)
+    out = model(*_batch())
+    grounding_loss(out, torch.tensor([[0.0, 0.5]] * 3), _batch()[1], 1.0).backward()
+    assert all(p.grad is not None for n, p in model.encoder.named_parameters() if p.requires_grad)

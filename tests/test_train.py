@@ -53,3 +53,11 @@ def test_second_run_gets_its_own_folder(run) -> None:
     cfg.name = "tiny"
     second = train(cfg, progress=False)
     assert second.run_dir.name == "tiny-2" and second.metrics["steps"] == run.metrics["steps"] // 2
+
+
+def test_rdrop_term_is_logged_when_alpha_is_positive(run) -> None:
+    cfg = config.load(RunConfig, run.run_dir / "config.yaml", ["train.epochs=1", "train.rdrop_alpha=1.0"])
+    cfg.name = "rdrop"
+    result = train(cfg, progress=False)
+    terms = [e["rdrop_term"] for e in result.history if "rdrop_term" in e]
+    assert len(terms) == result.metrics["steps"] and all(t > 0 for t in terms)  # dropout makes the passes differ

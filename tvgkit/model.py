@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+VIDEO_POSITION_OFFSET = 96  # prompts are shorter than this; clips take positions 96, 97, ...
 TEMPLATES = [
     'The text of "{query}" starts at time [MASK] and ends at time [MASK].',
     "The moment when {query} begins at [MASK] and finishes at [MASK].",
@@ -40,14 +41,15 @@ class ModelConfig:
     head: str = "span"
     templates: list[str] = field(default_factory=lambda: list(TEMPLATES))
     prompt_ensemble: bool = True
-    max_clips: int = 64
     giou_weight: float = 1.0
 
 
 class GroundingModel(nn.Module):
     """Prompt + video tokens through one encoder; a span head on the clips or a regression head on the masks."""
 
-    def __init__(self, cfg: ModelConfig, encoder: nn.Module, video_dim: int, mask_token_id: int) -> None:
+    def __init__(
+        self, cfg: ModelConfig, encoder: nn.Module, video_dim: int, mask_token_id: int, max_clips: int = 64
+    ) -> None:
         super().__init__()
         if cfg.head not in ("span", "regression"):
             raise ValueError(f"model.head must be 'span' or 'regression', got {cfg.head!r}")
@@ -59,7 +61,8 @@ class GroundingModel(nn.Module):
         self.register_buffer("feat_mean", torch.zeros(video_dim))
         self.register_buffer("feat_std", torch.ones(video_dim))
         self.video_proj = nn.Sequential(nn.Linear(video_dim, hidden), nn.LayerNorm(hidden))
-        self.video_pos = nn.Embedding(cfg.max_clips, hidden)
+        self.video_pos = nn.Embedding(max_clips, hidden)
+        nn.init.normal_(self.video_pos.weight, std=0.02)  # BERT's init: unit-variance noise would drown the content
         self.span_head = nn.Sequential(nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, 2))
         self.reg_head = nn.Sequential(nn.Linear(2 * hidden, hidden), nn.GELU(), nn.Linear(hidden, 2))
 
@@ -67,7 +70,7 @@ class GroundingModel(nn.Module):
         """Standardise video features with the training split's statistics (kept in the checkpoint)."""
         self.feat_mean.copy_(mean)
         # Never-present slots have std ~0: a floor keeps a rare blob from becoming a huge input.
-        self.feat_std.copy_(std.clamp_min(0.1))
+        self.feat_std.copy_(std.clamp_min(0.02))
 
     def forward(
         self, video: torch.Tensor, video_mask: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor
@@ -80,7 +83,13 @@ class GroundingModel(nn.Module):
         embeds = torch.cat([t, v.to(t.dtype)], dim=1)
         mask = torch.cat([attention_mask, video_mask.to(attention_mask.dtype)], dim=1)
         types = torch.cat([torch.zeros_like(input_ids), torch.ones_like(video_mask, dtype=input_ids.dtype)], dim=1)
-        hidden = self.encoder(inputs_embeds=embeds, attention_mask=mask, token_type_ids=types).last_hidden_state
+        # Video positions start at a fixed offset, so a clip's position does not move with the batch's prompt length.
+        text_pos = torch.arange(input_ids.shape[1], device=video.device)
+        video_pos = torch.arange(n, device=video.device) + VIDEO_POSITION_OFFSET
+        positions = torch.cat([text_pos, video_pos])[None].expand(len(video), -1)
+        hidden = self.encoder(
+            inputs_embeds=embeds, attention_mask=mask, token_type_ids=types, position_ids=positions
+        ).last_hidden_state
         # Prompt tuning prepends virtual tokens: count positions from the end.
         offset = hidden.shape[1] - embeds.shape[1]
         out: dict[str, torch.Tensor] = {}

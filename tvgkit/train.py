@@ -41,7 +41,7 @@ class DataConfig:
 @dataclass
 class OptimConfig:
     epochs: int = 12
-    batch_size: int = 64
+    batch_size: int = 32
     lr: float = 1e-3
     weight_decay: float = 0.01
     warmup_ratio: float = 0.05
@@ -66,8 +66,9 @@ class RunConfig:
     train: OptimConfig = field(default_factory=OptimConfig)
 
 
-#: Named override lists: ``tiny`` for tests, ``notebook`` for notebook 05 (a smaller set, shorter training, so the
-#: notebook runs in about a minute with rendering included); no preset is the ``tvgkit train`` quick default.
+#: Named override lists: ``tiny`` for tests; ``notebook`` for notebook 05 (a smaller set and shorter training, so the
+#: notebook runs in about a minute with rendering included; one thread, so its printed metrics repeat on any
+#: machine of the kind); ``full`` for a GPU or a long CPU run. No preset is the ``tvgkit train`` quick default.
 PRESETS: dict[str, list[str]] = {
     "tiny": [
         "data.synth.n_train=12",
@@ -91,8 +92,15 @@ PRESETS: dict[str, list[str]] = {
         "data.synth.n_test=150",
         "text.layers=2",
         "train.epochs=8",
-        "train.batch_size=32",
+        "train.batch_size=16",
         "train.log_every=5",
+        "train.threads=1",
+    ],
+    "full": [
+        "data.synth.n_train=4000",
+        "data.synth.n_val=300",
+        "data.synth.n_test=600",
+        "train.epochs=30",
     ],
 }
 
@@ -151,7 +159,7 @@ def build_model(cfg: RunConfig, train_records: list[Record], feature_dim: int, t
         from tvgkit import peft  # the peft library itself is imported only by the methods that need it
 
         encoder = peft.apply(encoder, cfg.text.peft, **cfg.text.peft_options)
-    model = GroundingModel(cfg.model, encoder, feature_dim, tokenizer.mask_token_id)
+    model = GroundingModel(cfg.model, encoder, feature_dim, tokenizer.mask_token_id, cfg.data.max_clips)
     return model, tokenizer
 
 
@@ -367,24 +375,31 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[G
     return model.to(device).eval(), tokenizer, cfg
 
 
-def evaluate_run(run_dir: str | Path, split: str = "test", progress: bool = False) -> dict[str, float]:
-    """Re-evaluate a run's best checkpoint on ``split`` (same data config, same ensemble setting)."""
+def predict_run(
+    run_dir: str | Path, split: str = "test", ensemble: bool | None = None, splits: Splits | None = None
+) -> tuple[list[Record], np.ndarray]:
+    """A run's best checkpoint on ``split``: its records and predicted windows in seconds [N, 2].
+
+    ``ensemble=None`` keeps the run's own prompt-ensemble setting.
+    """
     model, tokenizer, cfg = load_run(run_dir)
-    splits = load_splits(cfg.data, progress=progress)
+    splits = splits or load_splits(cfg.data, progress=False)
     if split not in splits.records:
         raise ValueError(f"split {split!r} not in {sorted(splits.records)}")
+    records = splits.records[split]
     ds = GroundingDataset(
-        splits.records[split],
-        splits.features,
-        tokenizer,
-        cfg.model.templates,
-        cfg.data.max_clips,
-        query_blind=cfg.train.query_blind,
+        records, splits.features, tokenizer, cfg.model.templates, cfg.data.max_clips, query_blind=cfg.train.query_blind
     )
-    spans = predict(
-        model,
-        loader(ds, 256, train=False, pad_id=tokenizer.pad_token_id),
-        torch.device("cpu"),
-        cfg.model.prompt_ensemble,
-    )
-    return evaluate_records(spans, splits.records[split])
+    use = cfg.model.prompt_ensemble if ensemble is None else ensemble
+    spans = predict(model, loader(ds, 256, train=False, pad_id=tokenizer.pad_token_id), torch.device("cpu"), use)
+    return records, spans * np.array([r.duration for r in records])[:, None]
+
+
+def evaluate_run(
+    run_dir: str | Path, split: str = "test", ensemble: bool | None = None, splits: Splits | None = None
+) -> dict[str, float]:
+    """Re-evaluate a run's best checkpoint on ``split`` (same data; ``ensemble=None`` keeps the run's setting)."""
+    from tvgkit.metrics import evaluate
+
+    records, spans = predict_run(run_dir, split, ensemble, splits)
+    return evaluate(spans, [list(r.windows) for r in records])

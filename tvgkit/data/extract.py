@@ -4,9 +4,10 @@ The same function serves the kit's rendered videos and a user's video file, so t
 the whole pipeline (nothing is ever computed from event labels). Each frame is reduced to colour-blob statistics:
 for every (colour, shape) slot the presence, area, centre, and colour strength (mean saturation, which shows a
 fading object), found by HSV thresholds and connected components, with the shape read from the blob's fill ratio
-(area / bounding-box area: about 1 for a square, 0.78 for a circle, 0.5 for a triangle). A clip keeps the mean of
-its frames, the change from its first to its last frame (sharp boundaries need change features), and the
-frame-difference energy in a 2x2 grid. Optical flow would cost about four times more and was not needed.
+(area / bounding-box area: about 1 for a square, 0.7 to 0.78 for a circle, 0.5 for a triangle). A clip keeps the
+mean of its frames, the change from its first to its last frame (sharp boundaries need change features; scaled by
+10 so that a move is as visible as a presence flag), and the frame-difference energy in a 2x2 grid. Optical flow
+would cost about four times more and was not needed.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ MIN_VALUE = 60
 MIN_AREA = 6
 SLOT_FIELDS = ("present", "area", "x", "y", "strength")
 CHANGE_FIELDS = ("area", "x", "y", "strength")
+CHANGE_SCALE = 10.0
+ENERGY_SCALE = 10.0
 N_SLOTS = len(COLOURS) * len(SHAPES)
 FRAME_DIM = N_SLOTS * len(SLOT_FIELDS)
 FEATURE_DIM = FRAME_DIM + N_SLOTS * len(CHANGE_FIELDS) + 4
@@ -111,7 +114,13 @@ def clip_features(frames: Iterable[np.ndarray], fps: float, clip_seconds: float 
 def _pool(stats: list[np.ndarray], energy: list[np.ndarray]) -> np.ndarray:
     arr = np.stack(stats).reshape(len(stats), N_SLOTS, len(SLOT_FIELDS))
     change = arr[-1, :, 1:] - arr[0, :, 1:]
-    return np.concatenate([arr.mean(0).reshape(-1), change.reshape(-1), np.stack(energy).mean(0)]).astype(np.float32)
+    # A blob missed in one frame would look like a jump to position 0: positions change only where seen twice.
+    change[:, 1:3] *= (arr[-1, :, 0] * arr[0, :, 0])[:, None]
+    # Scaled so that a typical move (a third of the frame in 8 s) gives about 0.3 per clip, like the other fields.
+    change *= CHANGE_SCALE
+    return np.concatenate(
+        [arr.mean(0).reshape(-1), change.reshape(-1), ENERGY_SCALE * np.stack(energy).mean(0)]
+    ).astype(np.float32)
 
 
 def read_frames(path: str | Path, fps: float = 4.0, size: int = FRAME_SIZE) -> tuple[Iterator[np.ndarray], float]:

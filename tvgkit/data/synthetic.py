@@ -26,7 +26,7 @@ import numpy as np
 from tvgkit.data.extract import COLOURS, FRAME_SIZE, SHAPES, clip_features
 from tvgkit.data.records import Record
 
-VERSION = 1
+VERSION = 2  # bump when rendering or extraction changes: old caches are not reused
 SPLITS = ("train", "val", "test")
 BGR = {"red": (40, 40, 220), "yellow": (40, 220, 230), "green": (50, 200, 50), "blue": (220, 70, 40)}
 KINDS = ("move_left", "move_right", "move_up", "move_down", "grow", "shrink", "appear", "disappear")
