@@ -1,0 +1,132 @@
+"""Video-blind baselines: how far a benchmark can be solved without looking at the video (or the sentence).
+
+Yuan et al. 2021 ("A Closer Look at Temporal Sentence Grounding in Videos: Dataset and Metric") showed that moment
+priors learnt from the training annotations alone score close to published models on Charades-STA and ActivityNet
+Captions. Any model's figure means something only next to these:
+
+* ``whole_video``: predict the whole video (R1@m then equals the share of moments longer than m of their video);
+* ``best_fixed_span``: the single normalised span with the best mean IoU on the training moments, for every query;
+* ``kde_prior``: spans sampled from a Gaussian KDE of the training moments' normalised (start, end) (Yuan et al.'s
+  bias baseline).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+
+import numpy as np
+from scipy.stats import gaussian_kde
+
+from tvgkit.data.records import Record
+from tvgkit.metrics import METRIC_KEYS, evaluate, iou_matrix
+
+
+def _normalised(records: Sequence[Record]) -> np.ndarray:
+    """Normalised first windows ``[n, 2]`` in [0, 1] (the training statistics the priors are fitted on)."""
+    if not records:
+        raise ValueError("no training records to fit a prior on")
+    return np.array([r.normalised() for r in records], dtype=np.float64)
+
+
+def _to_seconds(spans: np.ndarray, records: Sequence[Record]) -> list[tuple[float, float]]:
+    durations = np.array([r.duration for r in records], dtype=np.float64)
+    seconds = np.asarray(spans, dtype=np.float64).reshape(-1, 2) * durations[:, None]
+    return [(float(s), float(e)) for s, e in seconds]
+
+
+def whole_video(records: Sequence[Record]) -> list[tuple[float, float]]:
+    """Predict ``(0, duration)`` for every query."""
+    return [(0.0, float(r.duration)) for r in records]
+
+
+def best_fixed_span(train_records: Sequence[Record], grid_step: float = 0.05) -> tuple[float, float]:
+    """The normalised ``(start, end)`` on a grid of ``grid_step`` with the highest mean IoU on the training moments.
+
+    Chosen by mean IoU (not by one R1@m) so that a single span is not tuned to one threshold; ties go to the
+    earliest, shortest grid span.
+    """
+    steps = round(1.0 / grid_step)
+    if steps < 1 or not np.isclose(steps * grid_step, 1.0):
+        raise ValueError(f"grid_step must divide 1, got {grid_step}")
+    grid = np.arange(steps + 1) / steps
+    starts, ends = np.meshgrid(grid, grid, indexing="ij")
+    keep = starts < ends
+    candidates = np.stack([starts[keep], ends[keep]], axis=1)
+    scores = iou_matrix(candidates, _normalised(train_records)).mean(axis=1)
+    start, end = candidates[int(np.argmax(scores))]
+    return float(start), float(end)
+
+
+def kde_prior(train_records: Sequence[Record], test: Sequence[Record] | int, seed: int = 0):
+    """Sample normalised spans from a Gaussian KDE (Scott's bandwidth) of the training moments' (start, end).
+
+    Samples are clipped to [0, 1]; a sample with start >= end after clipping is drawn again, so every prediction
+    is a valid span. ``test`` is the test records (returns spans in seconds, one per record) or a count (returns
+    normalised spans ``[n, 2]``). Deterministic given ``seed``.
+    """
+    n = test if isinstance(test, int) else len(test)
+    kde = gaussian_kde(_normalised(train_records).T)
+    rng = np.random.default_rng(seed)
+    spans = np.empty((0, 2))
+    while len(spans) < n:
+        draw = np.clip(kde.resample(n, seed=rng).T, 0.0, 1.0)
+        spans = np.concatenate([spans, draw[draw[:, 0] < draw[:, 1]]])
+    spans = spans[:n]
+    return spans if isinstance(test, int) else _to_seconds(spans, test)
+
+
+def run_blind_baselines(
+    train_records: Sequence[Record], test_records: Sequence[Record], seed: int = 0
+) -> dict[str, dict[str, float]]:
+    """Every video-blind baseline fitted on ``train_records`` and scored on ``test_records`` (IoU >= m, percent)."""
+    truths = [r.windows for r in test_records]
+    fixed = best_fixed_span(train_records)
+    return {
+        "whole_video": evaluate(whole_video(test_records), truths),
+        "best_fixed_span": evaluate(_to_seconds(np.tile(fixed, (len(test_records), 1)), test_records), truths),
+        "kde_prior": evaluate(kde_prior(train_records, test_records, seed=seed), truths),
+    }
+
+
+def _synthetic_records(split: str, data_dir: str | None):
+    """The synthetic dataset's records; its generator arrives with the grounding-system issue."""
+    try:
+        import tvgkit.data.synthetic  # noqa: F401
+    except ModuleNotFoundError:
+        raise ValueError("the synthetic dataset is not in this build yet (tvgkit.data.synthetic is missing)") from None
+    raise ValueError("tvgkit baselines --dataset synthetic is not wired to tvgkit.data.synthetic yet")
+
+
+def load_records(dataset: str, split: str, data_dir: str | None = None) -> list[Record]:
+    """Records of one split of ``dataset``, with the clean-up report printed (one loader per dataset)."""
+    if dataset == "synthetic":
+        return _synthetic_records(split, data_dir)
+    from tvgkit.data.formats import load_dataset
+
+    records, report = load_dataset(dataset, split, data_dir)
+    print(f"{split}: {report}")
+    return records
+
+
+def format_table(results: dict[str, dict[str, float]]) -> str:
+    """A fixed-width table: one row per baseline, one column per metric (percent, 2 decimals)."""
+    lines = [f"{'baseline':<16}" + "".join(f"{k:>9}" for k in METRIC_KEYS)]
+    for name, metrics in results.items():
+        lines.append(f"{name:<16}" + "".join(f"{metrics[k]:>9.2f}" for k in METRIC_KEYS))
+    return "\n".join(lines)
+
+
+def main(args: argparse.Namespace) -> int:
+    """``tvgkit baselines``: fit the priors on the training split, score them on ``--split``."""
+    test = load_records(args.dataset, args.split, args.data_dir)
+    train = load_records(args.dataset, "train", args.data_dir)
+    start, end = best_fixed_span(train)
+    results = run_blind_baselines(train, test, seed=args.seed)
+    print(f"\n{args.dataset} {args.split}: {len(test)} queries; best fixed span on train = [{start:.2f}, {end:.2f}]")
+    print("R1@m counts IoU >= m; all figures in percent; no video or sentence is looked at.")
+    print(format_table(results))
+    if args.json:
+        print(json.dumps({name: {k: round(v, 4) for k, v in m.items()} for name, m in results.items()}))
+    return 0
