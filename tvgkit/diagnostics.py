@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
+import os
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -116,10 +117,13 @@ class GradientFlowMonitor:
         import matplotlib.pyplot as plt
 
         fig, (ax_g, ax_u) = plt.subplots(1, 2, figsize=(10, 3.6))
-        for key in self.groups:
-            ax_g.plot(np.maximum(self.grad_norms[key], 1e-12), label=key)
+        keys = list(self.groups)
+        prefix = os.path.commonprefix(keys).rpartition(".")[0] if len(keys) > 1 else ""
+        for key in keys:
+            label = key[len(prefix) + 1 :] if prefix else key  # drop a shared wrapper prefix (e.g. peft's)
+            ax_g.plot(np.maximum(self.grad_norms[key], 1e-12), label=label)
             if self.update_ratios[key]:
-                ax_u.plot(np.maximum(self.update_ratios[key], 1e-12), label=key)
+                ax_u.plot(np.maximum(self.update_ratios[key], 1e-12), label=label)
         ax_u.axhline(1e-3, color="grey", ls="--", lw=1, label="1e-3 rule of thumb")
         for ax, label in ((ax_g, "gradient norm"), (ax_u, "update / weight")):
             ax.set_yscale("log")
@@ -219,10 +223,12 @@ class NonFiniteError(RuntimeError):
 class NonFiniteGuard:
     """Stops training at the first NaN/Inf loss or gradient and names where it came from.
 
-    While :meth:`watch` is active, a forward hook on every module records (without a host sync) whether its inputs
-    and outputs are finite, in the order the modules finish. :meth:`check_loss` and :meth:`check_gradients` raise
-    :class:`NonFiniteError` naming the first module whose output went non-finite from finite inputs (or, when the
-    inputs were already non-finite, "input of <module>"), or the first parameter with a non-finite gradient::
+    While :meth:`watch` is active, a forward hook on every module keeps a reference to its inputs and outputs in the
+    order the modules finish (autograd keeps these tensors alive anyway, so this costs no copy and no host sync).
+    Only when :meth:`check_loss` or :meth:`check_gradients` finds a NaN/Inf are they inspected, and
+    :class:`NonFiniteError` names the first module whose output went non-finite from finite inputs (or, when its
+    inputs were already non-finite, "input of <module>"), or the first parameter with a non-finite gradient. An
+    in-place operation that later overwrites a module's output can shift the blame to a later module::
 
         with guard.watch(step):
             loss = loss_fn(model(x), y)
@@ -235,7 +241,7 @@ class NonFiniteGuard:
     def __init__(self, model: nn.Module) -> None:
         self.model = model
         self.step = 0
-        self._records: list[tuple[str, nn.Module, torch.Tensor | None, torch.Tensor]] = []
+        self._records: list[tuple[str, nn.Module, Any, Any]] = []
 
     @contextlib.contextmanager
     def watch(self, step: int) -> Iterator[NonFiniteGuard]:
@@ -249,18 +255,17 @@ class NonFiniteGuard:
             self._records = []
 
     def _hook(self, name: str) -> Callable:
-        @torch.no_grad()
         def hook(module: nn.Module, args: Any, output: Any) -> None:
-            out_flag = _any_non_finite(output)
-            if out_flag is not None:
-                self._records.append((name, module, _any_non_finite(args), out_flag))
+            self._records.append((name, module, args, output))
 
         return hook
 
     def culprit(self) -> str | None:
         """The first module (in execution order) whose output was non-finite, as ``"name (Type)"``."""
-        for name, module, in_flag, out_flag in self._records:
-            if bool(out_flag):
+        for name, module, args, output in self._records:
+            out_flag = _any_non_finite(output)
+            if out_flag is not None and bool(out_flag):
+                in_flag = _any_non_finite(args)
                 prefix = "input of " if in_flag is not None and bool(in_flag) else ""
                 return f"{prefix}{name} ({type(module).__name__})"
         return None
