@@ -147,6 +147,13 @@ def test_real_files_counts(name, split, counts):
 
 
 @needs_data
+def test_charades_sta_dropped_lines_are_named():
+    _, report = load_dataset("charades-sta", "train", ROOT)
+    assert [example.split(":")[0] for example in report.dropped_examples] == ["8252", "8440", "9623", "9624"]
+    assert report.dropped_examples[0] == "8252: LEOL6 windows [(8.0, 7.0)] (duration 6.25)"
+
+
+@needs_data
 @pytest.mark.parametrize("split", ["train", "test"])
 def test_charades_sta_clean_up_matches_lighthouse(split):
     """Our clean-up of the TALL text reproduces lighthouse's released JSONL exactly (clipped ends, 4 lines dropped)."""

@@ -57,6 +57,13 @@ def test_strict_differs_only_at_the_boundary():
     assert loose["mIoU"] == strict["mIoU"] == pytest.approx(60.0)
 
 
+def test_float_error_does_not_move_a_query_across_the_threshold():
+    # 0.8 s of an 8 s window: IoU 0.1 on paper, 0.09999999999999998 in floating point.
+    assert iou((4.0, 4.8), (0.0, 8.0)) < 0.1
+    assert evaluate([(4.0, 4.8)], [(0.0, 8.0)])["R1@0.1"] == 100.0
+    assert evaluate([(4.0, 4.8)], [(0.0, 8.0)], strict=True)["R1@0.1"] == 0.0
+
+
 def test_several_ground_truth_windows_use_the_best_match():
     gts = [[(10.0, 20.0), (0.0, 2.0)], (0.0, 4.0)]
     out = evaluate([(0.0, 1.0), (0.0, 1.0)], gts)  # IoUs: max(0, 0.5) = 0.5 and 0.25

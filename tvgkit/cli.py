@@ -18,13 +18,66 @@ class UserError(Exception):
 
 
 def _add_baselines(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("baselines", help="video-blind baselines (whole video, best fixed span, KDE prior)")
+    p = sub.add_parser(
+        "baselines",
+        help="blind baselines (whole video, best fixed span, KDE prior; on synthetic also a query-blind model)",
+    )
     p.add_argument("--dataset", choices=DATASETS, required=True)
     p.add_argument("--data-dir", default=None, help="folder holding the dataset's files (default: $TVGKIT_DATA)")
     p.add_argument("--split", default="test")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
-    p.set_defaults(handler=_lazy("tvgkit.baselines", "main"))
+    p.set_defaults(handler=_lazy("tvgkit.commands", "baselines"))
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a grounding model (no arguments: a quick run on the synthetic videos)")
+    p.add_argument("config", nargs="?", default=None, help="YAML config (default: the quick synthetic run)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key, e.g. train.lr=3e-4")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(handler=_lazy("tvgkit.commands", "train"))
+
+
+def _add_eval(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="evaluate a run's best checkpoint")
+    p.add_argument("run_dir")
+    p.add_argument("--split", default="test")
+    p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    p.set_defaults(handler=_lazy("tvgkit.commands", "evaluate"))
+
+
+def _add_synth(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("synth", help="render the synthetic dataset (cached by its config hash)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a SynthConfig key, e.g. n_train=500")
+    p.add_argument("--cache-dir", default=None, help="default: $TVGKIT_CACHE or ~/.cache/tvgkit")
+    p.add_argument("--video", default=None, metavar="FILE.mp4", help="also write one test video as an mp4")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(handler=_lazy("tvgkit.commands", "synth"))
+
+
+def _add_extract(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("extract", help="per-clip OpenCV features of video files into one HDF5 file")
+    p.add_argument("videos", nargs="+", metavar="VIDEO")
+    p.add_argument("--out", required=True, metavar="FILE.hdf5")
+    p.add_argument("--fps", type=float, default=4.0)
+    p.add_argument("--clip-seconds", type=float, default=1.0)
+    p.set_defaults(handler=_lazy("tvgkit.commands", "extract"))
+
+
+def _add_predict(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("predict", help="top spans of a query in a video file, with a trained run")
+    p.add_argument("run_dir")
+    p.add_argument("--video", required=True)
+    p.add_argument("--query", required=True)
+    p.add_argument("--top", type=int, default=5)
+    p.set_defaults(handler=_lazy("tvgkit.commands", "predict"))
+
+
+def _add_runs(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("runs", help="table of runs: config keys that differ, and test metrics")
+    p.add_argument("runs_dir", nargs="?", default="runs")
+    p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    p.set_defaults(handler=_lazy("tvgkit.commands", "runs"))
 
 
 def _lazy(module: str, name: str) -> Callable[[argparse.Namespace], int | None]:
@@ -42,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tvgkit", description="tvgkit: train, evaluate and inspect grounding runs.")
     parser.add_argument("--version", action="version", version=f"tvgkit {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_baselines,):
+    for add in (_add_train, _add_eval, _add_baselines, _add_synth, _add_extract, _add_predict, _add_runs):
         add(sub)
     return parser
 

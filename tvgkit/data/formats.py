@@ -69,12 +69,13 @@ class _Cleaner:
         duration = _number(duration, path, where, "duration")
         if duration <= 0:
             raise FormatError(path, where, f"duration {duration} of video {vid!r} is not positive")
-        kept = []
+        kept, parsed = [], []
         for window in windows:
             if not isinstance(window, (list, tuple)) or len(window) != 2:
                 raise FormatError(path, where, f"window {window!r} is not a (start, end) pair")
             start = _number(window[0], path, where, "start time")
             end = _number(window[1], path, where, "end time")
+            parsed.append((start, end))
             if end < 0:
                 raise FormatError(path, where, f"negative end time {end}")
             clipped_start, clipped_end = max(start, 0.0), min(end, duration)
@@ -85,7 +86,8 @@ class _Cleaner:
         if not kept:
             report.n_dropped += 1
             if len(report.dropped_examples) < MAX_EXAMPLES:
-                report.dropped_examples.append(f"{where}: {vid} {list(windows)} (duration {duration})")
+                label = vid if str(where) == vid else f"{where}: {vid}"
+                report.dropped_examples.append(f"{label} windows {parsed} (duration {duration})")
             return
         report.n_kept += 1
         self.records.append(Record(vid=vid, qid=qid, query=query.strip(), duration=duration, windows=tuple(kept)))

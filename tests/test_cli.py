@@ -1,0 +1,80 @@
+"""The grounding sub-commands through ``tvgkit.cli.main``: synth, extract, train, eval, runs, predict."""
+
+from __future__ import annotations
+
+import json
+
+import h5py
+import pytest
+
+from tvgkit.cli import main
+from tvgkit.data.extract import FEATURE_DIM
+from tvgkit.train import PRESETS
+
+TINY = PRESETS["tiny"]
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TVGKIT_CACHE", str(root / "cache"))
+        sets = [a for s in TINY for a in ("--set", s)]
+        assert main(["train", *sets, "--set", f"runs_dir={root / 'runs'}", "--set", "name=a", "--quiet"]) == 0
+        extra = ["--set", f"runs_dir={root / 'runs'}", "--set", "name=b", "--set", "model.prompt_ensemble=false"]
+        assert main(["train", *sets, *extra, "--quiet"]) == 0
+        yield root
+
+
+def test_eval_json_last_line_matches_metrics(workspace, capsys) -> None:
+    capsys.readouterr()
+    assert main(["eval", str(workspace / "runs" / "a"), "--json"]) == 0
+    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    saved = json.loads((workspace / "runs" / "a" / "metrics.json").read_text())["test"]
+    assert last["split"] == "test" and last["mIoU"] == pytest.approx(saved["mIoU"])
+
+
+def test_runs_table_shows_only_differing_keys(workspace, capsys) -> None:
+    capsys.readouterr()
+    assert main(["runs", str(workspace / "runs"), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["runs"]
+    assert [r["run"] for r in rows] == ["a", "b"]
+    assert [r["model.prompt_ensemble"] for r in rows] == [True, False]
+    assert not any(k.startswith("train.") or k.startswith("data.") for k in rows[0])
+
+
+def test_synth_video_extract_and_predict(workspace, tmp_path, capsys) -> None:
+    video = tmp_path / "demo.mp4"
+    sets = [a for s in TINY if s.startswith("data.synth.") for a in ("--set", s.removeprefix("data.synth."))]
+    assert main(["synth", *sets, "--video", str(video), "--cache-dir", str(workspace / "cache"), "--quiet"]) == 0
+    out = tmp_path / "f.hdf5"
+    assert main(["extract", str(video), "--out", str(out)]) == 0
+    with h5py.File(out) as f:
+        assert list(f) == ["demo"] and f["demo"].shape[1] == FEATURE_DIM
+    capsys.readouterr()
+    assert (
+        main(
+            [
+                "predict",
+                str(workspace / "runs" / "a"),
+                "--video",
+                str(video),
+                "--query",
+                "the red box grows",
+                "--top",
+                "3",
+            ]
+        )
+        == 0
+    )
+    lines = capsys.readouterr().out.strip().splitlines()
+    rows = [line.split() for line in lines[2:]]
+    assert [r[0] for r in rows] == ["1", "2", "3"]
+    scores = [float(r[3]) for r in rows]
+    assert scores == sorted(scores, reverse=True) and all(float(r[1]) <= float(r[2]) for r in rows)
+
+
+def test_user_errors_exit_2(tmp_path, capsys) -> None:
+    assert main(["eval", str(tmp_path / "nope")]) == 2
+    assert "not a finished run" in capsys.readouterr().err
+    assert main(["train", "--set", "train.no_such_key=1"]) == 2

@@ -1,0 +1,184 @@
+"""Handlers of the grounding sub-commands (train, eval, synth, extract, predict, runs, synthetic baselines).
+
+:mod:`tvgkit.cli` holds only the parsers and imports this module when one of these commands runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+QUICK_NOTE = "no config given: a quick run on the kit's synthetic videos (CPU-sized)"
+
+
+def _json_line(obj: dict) -> None:
+    print(json.dumps(obj, sort_keys=True))
+
+
+def _fmt(metrics: dict) -> str:
+    return "  ".join(f"{k} {v:.1f}" for k, v in metrics.items())
+
+
+def train(args: argparse.Namespace) -> int:
+    from tvgkit import config
+    from tvgkit.train import RunConfig, train
+
+    if args.config is None and not args.set:
+        print(QUICK_NOTE)
+    cfg = config.load(RunConfig, args.config, args.set or [])
+    result = train(cfg, progress=not args.quiet)
+    print(f"run folder: {result.run_dir}")
+    m = result.metrics
+    print(f"trained {m['steps']} steps in {result.train_seconds:.0f} s ({result.samples_per_second} samples/s)")
+    print("best on validation:", _fmt({k: v for k, v in m["val_best"].items() if k.startswith(("R1", "mI"))}))
+    print("test:", _fmt(m["test"]))
+    return 0
+
+
+def baselines(args: argparse.Namespace) -> int:
+    """``tvgkit baselines``: on ``synthetic`` the video-blind priors plus the query-blind trained model."""
+    from tvgkit import baselines as blind
+
+    if args.dataset != "synthetic":
+        return blind.main(args)
+    from tvgkit.train import RunConfig, blind_baselines
+
+    if args.split != "test":
+        raise ValueError("on the synthetic set the baselines are scored on the test split")
+    cfg = RunConfig(seed=args.seed, name="baselines")
+    results = blind_baselines(cfg, progress=False)
+    print(f"synthetic test; query-blind model = the quick default trained with emptied queries (seed {args.seed})")
+    print(blind.format_table(results))
+    if args.json:
+        _json_line({name: {k: round(v, 4) for k, v in m.items()} for name, m in results.items()})
+    return 0
+
+
+def evaluate(args: argparse.Namespace) -> int:
+    from tvgkit.train import evaluate_run
+
+    metrics = evaluate_run(args.run_dir, args.split)
+    if args.json:
+        _json_line({"run": str(args.run_dir), "split": args.split, **metrics})
+    else:
+        print(f"{args.run_dir} [{args.split}]: {_fmt(metrics)}")
+    return 0
+
+
+def synth(args: argparse.Namespace) -> int:
+    from tvgkit import config
+    from tvgkit.data.synthetic import SynthConfig, build
+
+    cfg = config.load(SynthConfig, None, args.set or [])
+    data = build(cfg, cache_dir=args.cache_dir, progress=not args.quiet)
+    print(f"synthetic dataset: {data.root}")
+    for split in ("train", "val", "test"):
+        print(f"  {split}: {data.jsonl(split)}  |  {data.charades_txt(split)}")
+    print(f"  durations: {data.durations}\n  features: {data.features}")
+    if args.video:
+        from tvgkit.data.extract import write_video
+        from tvgkit.data.synthetic import generate_split
+
+        spec, frames, records = next(generate_split(cfg, "test", 1))
+        path = write_video(frames, args.video, cfg.fps)
+        print(f"wrote {path} ({spec.duration:.1f} s); its queries:")
+        for r in records:
+            print(f"  {r.window[0]:6.2f} {r.window[1]:6.2f}  {r.query}")
+    return 0
+
+
+def extract(args: argparse.Namespace) -> int:
+    from tvgkit.data.extract import extract_video
+    from tvgkit.data.features import write_hdf5
+
+    features = {}
+    for video in args.videos:
+        feats, duration = extract_video(video, fps=args.fps, clip_seconds=args.clip_seconds)
+        features[Path(video).stem] = feats
+        print(f"{video}: {duration:.1f} s -> {feats.shape[0]} clips x {feats.shape[1]} features")
+    print(f"wrote {write_hdf5(features, args.out)}")
+    return 0
+
+
+def predict(args: argparse.Namespace) -> int:
+    import torch
+
+    from tvgkit.data.dataset import fill_template
+    from tvgkit.data.extract import extract_video
+    from tvgkit.data.features import resample
+    from tvgkit.model import decode_spans, span_probs
+    from tvgkit.train import load_run
+
+    model, tokenizer, cfg = load_run(args.run_dir)
+    synth = cfg.data.synth
+    feats, duration = extract_video(args.video, fps=synth.fps, clip_seconds=synth.clip_seconds)
+    if len(feats) > cfg.data.max_clips:
+        feats = resample(feats, cfg.data.max_clips)[0]
+    video = torch.from_numpy(feats)[None]
+    mask = torch.ones(1, len(feats), dtype=torch.long)
+    templates = cfg.model.templates if cfg.model.prompt_ensemble else cfg.model.templates[:1]
+    with torch.no_grad():
+        outs = []
+        for template in templates:
+            enc = tokenizer([fill_template(template, args.query)], return_tensors="pt")
+            outs.append(model(video, mask, enc["input_ids"], enc["attention_mask"]))
+    if cfg.model.head == "span":
+        ps = torch.stack([span_probs(o)[0] for o in outs]).mean(0)
+        pe = torch.stack([span_probs(o)[1] for o in outs]).mean(0)
+        k = min(args.top, len(feats) * (len(feats) + 1) // 2)
+        spans, scores = decode_spans(ps, pe, mask.sum(1), k=k)
+        rows = [
+            (float(s[0]) * duration, float(s[1]) * duration, float(c))
+            for s, c in zip(spans[0], scores[0], strict=False)
+        ]
+    else:
+        span = torch.stack([o["span"] for o in outs]).mean(0)[0]
+        rows = [(float(span[0]) * duration, float(span[1]) * duration, 1.0)]
+    print(f'{args.video} ({duration:.1f} s), query "{args.query}":')
+    print(f"{'rank':>4} {'start':>7} {'end':>7} {'score':>7}")
+    for rank, (start, end, score) in enumerate(rows, 1):
+        print(f"{rank:>4} {start:7.2f} {end:7.2f} {score:7.3f}")
+    return 0
+
+
+def runs_table(runs_dir: str | Path = "runs"):
+    """A pandas table of finished runs: the config keys that differ between them, and their test metrics."""
+    import pandas as pd
+
+    from tvgkit import config
+
+    rows, cfgs = [], []
+    for run in sorted(Path(runs_dir).glob("*/metrics.json")):
+        cfg = config.read_yaml(run.parent / "config.yaml")
+        cfg.pop("name", None)
+        metrics = json.loads(run.read_text())
+        cfgs.append(cfg)
+        test = metrics["test"]
+        rows.append(
+            {
+                "run": run.parent.name,
+                "R1@0.5": round(test["R1@0.5"], 1),
+                "R1@0.7": round(test["R1@0.7"], 1),
+                "mIoU": round(test["mIoU"], 1),
+                "val mIoU": round(metrics["val_best"]["mIoU"], 1),
+                "train s": metrics["train_seconds"],
+            }
+        )
+    keys = config.differing_keys(cfgs)
+    for row, cfg in zip(rows, cfgs, strict=False):
+        flat = config.flatten(cfg)
+        row.update({k: flat.get(k) for k in keys})
+    columns = ["run", *keys, "R1@0.5", "R1@0.7", "mIoU", "val mIoU", "train s"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def runs(args: argparse.Namespace) -> int:
+    table = runs_table(args.runs_dir)
+    if table.empty:
+        print(f"no finished runs under {args.runs_dir}")
+        return 0
+    print(table.to_string(index=False))
+    if args.json:
+        _json_line({"runs": table.to_dict(orient="records")})
+    return 0

@@ -1,0 +1,134 @@
+"""Torch datasets and loaders for grounding: records + feature store -> batches of video tokens and prompts.
+
+A batch holds the video clips padded to the longest in the batch with a mask, the prompt token ids for every
+template, and the target span normalised by the duration. Evaluation loaders never shuffle and never drop a sample
+(the seeds lost weeks to a test loader that did both): :func:`loader` decides from ``train``, not from the caller.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from tvgkit.data.features import resample
+from tvgkit.data.records import Record
+
+
+def fill_template(template: str, query: str) -> str:
+    """The prompt for ``query``; an empty query (query-blind model) leaves just the template."""
+    return " ".join(template.format(query=query.strip().rstrip(".")).split())
+
+
+@dataclass
+class Item:
+    video: np.ndarray
+    ids: list[list[int]]
+    span: tuple[float, float]
+    index: int
+
+
+class GroundingDataset(Dataset):
+    """One item per record: its video features (at most ``max_clips``), its prompts tokenised, its target span.
+
+    ``query_blind=True`` empties every query: the model then sees the video and the template only, which is the
+    query-blind baseline.
+    """
+
+    def __init__(
+        self,
+        records: Sequence[Record],
+        features: Mapping[str, np.ndarray],
+        tokenizer,
+        templates: Sequence[str],
+        max_clips: int = 64,
+        query_blind: bool = False,
+    ) -> None:
+        self.records = list(records)
+        self.max_clips = max_clips
+        videos: dict[str, np.ndarray] = {}
+        for r in self.records:
+            if r.vid not in videos:
+                feats = np.asarray(features[r.vid], np.float32)
+                videos[r.vid] = resample(feats, max_clips)[0] if len(feats) > max_clips else feats
+        self.videos = videos
+        prompts = sorted({fill_template(t, "" if query_blind else r.query) for r in self.records for t in templates})
+        encoded = dict(zip(prompts, tokenizer(prompts, add_special_tokens=True)["input_ids"], strict=False))
+        self.ids = [
+            [encoded[fill_template(t, "" if query_blind else r.query)] for t in templates] for r in self.records
+        ]
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> Item:
+        r = self.records[index]
+        start, end = r.normalised()
+        return Item(self.videos[r.vid], self.ids[index], (min(max(start, 0.0), 1.0), min(end, 1.0)), index)
+
+
+def feature_stats(dataset: GroundingDataset) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and standard deviation of the clip features over the dataset's videos (for standardisation)."""
+    stacked = np.concatenate(list(dataset.videos.values()))
+    return torch.from_numpy(stacked.mean(0)), torch.from_numpy(stacked.std(0))
+
+
+class Collate:
+    """Pad videos and prompts; in training pick one template per sample at random, else keep all of them."""
+
+    def __init__(self, pad_id: int, train: bool) -> None:
+        self.pad_id = pad_id
+        self.train = train
+
+    def __call__(self, items: list[Item]) -> dict[str, torch.Tensor]:
+        n = max(len(it.video) for it in items)
+        video = torch.zeros(len(items), n, items[0].video.shape[1])
+        video_mask = torch.zeros(len(items), n, dtype=torch.long)
+        for b, it in enumerate(items):
+            video[b, : len(it.video)] = torch.from_numpy(it.video)
+            video_mask[b, : len(it.video)] = 1
+        n_templates = len(items[0].ids)
+        if self.train:
+            choice = torch.randint(n_templates, (len(items),)).tolist()
+            prompts = [[it.ids[c]] for it, c in zip(items, choice, strict=False)]
+        else:
+            prompts = [it.ids for it in items]
+        width = max(len(p) for ps in prompts for p in ps)
+        ids = torch.full((len(items), len(prompts[0]), width), self.pad_id, dtype=torch.long)
+        for b, ps in enumerate(prompts):
+            for t, p in enumerate(ps):
+                ids[b, t, : len(p)] = torch.tensor(p)
+        return {
+            "video": video,
+            "video_mask": video_mask,
+            "input_ids": ids,  # [B, templates, L] (one template in training)
+            "attention_mask": (ids != self.pad_id).long(),
+            "span": torch.tensor([it.span for it in items], dtype=torch.float32),
+            "index": torch.tensor([it.index for it in items]),
+        }
+
+
+def loader(dataset: GroundingDataset, batch_size: int, train: bool, pad_id: int, seed: int = 0) -> DataLoader:
+    """Training loaders shuffle (seeded) and drop nothing either; evaluation loaders keep order and every sample."""
+    generator = torch.Generator().manual_seed(seed) if train else None
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=train,
+        drop_last=False,
+        generator=generator,
+        collate_fn=Collate(pad_id, train),
+    )
+
+
+def split_by_video(records: Sequence[Record], fractions: Sequence[float], seed: int = 0) -> list[list[Record]]:
+    """Split records into parts by video (no video in two parts), deterministic for ``seed``."""
+    vids = sorted({r.vid for r in records})
+    order = np.random.default_rng(seed).permutation(len(vids))
+    bounds = np.cumsum([0, *[round(f * len(vids)) for f in fractions]])
+    bounds[-1] = len(vids)
+    parts = [{vids[i] for i in order[a:b]} for a, b in zip(bounds[:-1], bounds[1:], strict=False)]
+    return [[r for r in records if r.vid in part] for part in parts]
