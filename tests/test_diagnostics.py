@@ -127,6 +127,14 @@ def test_guard_names_the_module_whose_output_went_nan():
     assert "step 7" in str(err) and "2 (Log)" in str(err)
     # the hooks are removed after the guarded step
     assert all(not m._forward_hooks for m in model.modules())
+    # start/stop (for trainers that cannot wrap a step) and the on_error callback, called before the raise
+    seen = []
+    guard = NonFiniteGuard(model, on_error=seen.append)
+    guard.start(3)
+    with pytest.raises(NonFiniteError) as info:
+        guard.check_loss(model(torch.randn(4, 3)).sum())
+    assert seen == [info.value] and info.value.step == 3 and info.value.module_name == "2 (Log)"
+    assert all(not m._forward_hooks for m in model.modules())
 
 
 def test_guard_stays_quiet_on_a_healthy_model_and_names_gradients_and_inputs():

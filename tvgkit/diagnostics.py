@@ -227,8 +227,9 @@ class NonFiniteGuard:
     order the modules finish (autograd keeps these tensors alive anyway, so this costs no copy and no host sync).
     Only when :meth:`check_loss` or :meth:`check_gradients` finds a NaN/Inf are they inspected, and
     :class:`NonFiniteError` names the first module whose output went non-finite from finite inputs (or, when its
-    inputs were already non-finite, "input of <module>"), or the first parameter with a non-finite gradient. An
-    in-place operation that later overwrites a module's output can shift the blame to a later module::
+    inputs were already non-finite, "input of <module>"), or the first parameter with a non-finite gradient; the
+    optional ``on_error(error)`` runs first (save the last good weights, close logs). An in-place operation that
+    later overwrites a module's output can shift the blame to a later module::
 
         with guard.watch(step):
             loss = loss_fn(model(x), y)
@@ -238,21 +239,32 @@ class NonFiniteGuard:
         optimizer.step()
     """
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, on_error: Callable[[NonFiniteError], None] | None = None) -> None:
         self.model = model
+        self.on_error = on_error
         self.step = 0
         self._records: list[tuple[str, nn.Module, Any, Any]] = []
+        self._handles: list[torch.utils.hooks.RemovableHandle] = []
+
+    def start(self, step: int) -> None:
+        """Hook every module for ``step`` (a trainer that cannot wrap its step in :meth:`watch` calls this)."""
+        self.stop()
+        self.step = step
+        self._handles = [m.register_forward_hook(self._hook(_module_name(n))) for n, m in self.model.named_modules()]
+
+    def stop(self) -> None:
+        """Remove the hooks and drop the references to the step's tensors."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles, self._records = [], []
 
     @contextlib.contextmanager
     def watch(self, step: int) -> Iterator[NonFiniteGuard]:
-        self.step, self._records = step, []
-        handles = [m.register_forward_hook(self._hook(_module_name(n))) for n, m in self.model.named_modules()]
+        self.start(step)
         try:
             yield self
         finally:
-            for handle in handles:
-                handle.remove()
-            self._records = []
+            self.stop()
 
     def _hook(self, name: str) -> Callable:
         def hook(module: nn.Module, args: Any, output: Any) -> None:
@@ -270,9 +282,15 @@ class NonFiniteGuard:
                 return f"{prefix}{name} ({type(module).__name__})"
         return None
 
+    def _fail(self, error: NonFiniteError) -> None:
+        self.stop()
+        if self.on_error is not None:
+            self.on_error(error)  # e.g. the trainer saves the last good weights and closes its logs
+        raise error
+
     def check_loss(self, loss: torch.Tensor) -> None:
         if not bool(torch.isfinite(loss.detach()).all()):
-            raise NonFiniteError(self.step, "loss", self.culprit(), f"loss = {loss.detach().flatten()[0].item()}")
+            self._fail(NonFiniteError(self.step, "loss", self.culprit(), f"loss = {loss.detach().flatten()[0].item()}"))
 
     def check_gradients(self) -> None:
         named = [(n, p.grad) for n, p in self.model.named_parameters() if p.grad is not None]
@@ -281,7 +299,8 @@ class NonFiniteGuard:
         flags = torch.stack([~torch.isfinite(g).all() for _, g in named])
         if bool(flags.any()):
             first = named[int(flags.nonzero()[0, 0])][0]
-            raise NonFiniteError(self.step, "gradient", f"parameter {first}", self.culprit() or "outputs were finite")
+            culprit = self.culprit() or "outputs were finite"
+            self._fail(NonFiniteError(self.step, "gradient", f"parameter {first}", culprit))
 
 
 # ---------------------------------------------------------------------------------------------------------------
