@@ -81,6 +81,20 @@ def test_gradient_flow_groups_by_depth_and_needs_after_backward_first():
     assert list(GradientFlowMonitor(model).groups) == ["0.0", "0.1", "1"]
     with pytest.raises(RuntimeError, match="after_backward"):
         GradientFlowMonitor(model).after_step()
+    # all-zero weights (LoRA's B at the start): the ratio is undefined, recorded as NaN and left out of the median
+    zero = nn.Linear(2, 1)
+    nn.init.zeros_(zero.weight)
+    nn.init.zeros_(zero.bias)
+    monitor = GradientFlowMonitor(zero)
+    opt = torch.optim.SGD(zero.parameters(), lr=0.1)
+    for _ in range(2):
+        opt.zero_grad()
+        zero(torch.ones(1, 2)).sum().backward()
+        monitor.after_backward()
+        opt.step()
+        monitor.after_step()
+    assert math.isnan(monitor.update_ratios["(model)"][0]) and monitor.update_ratios["(model)"][1] == pytest.approx(1.0)
+    assert monitor.summary()["(model)"]["update_ratio"] == pytest.approx(1.0)
 
 
 # dead units ------------------------------------------------------------------------------------------------------

@@ -99,7 +99,8 @@ class GradientFlowMonitor:
                 float((p.detach() - b).float().pow(2).sum()) for p, b in zip(params, self._before[key], strict=True)
             )
             weight = sum(float(b.float().pow(2).sum()) for b in self._before[key])
-            self.update_ratios[key].append(math.sqrt(delta) / (math.sqrt(weight) + 1e-12))
+            # undefined for all-zero weights (LoRA's B starts at zero): NaN, left out of medians and plots
+            self.update_ratios[key].append(math.sqrt(delta) / math.sqrt(weight) if weight > 0 else float("nan"))
         self._before = None
 
     def summary(self) -> dict[str, dict[str, float]]:
@@ -107,13 +108,15 @@ class GradientFlowMonitor:
         return {
             k: {
                 "grad_norm": float(np.median(self.grad_norms[k])) if self.grad_norms[k] else float("nan"),
-                "update_ratio": float(np.median(self.update_ratios[k])) if self.update_ratios[k] else float("nan"),
+                "update_ratio": float(np.nanmedian(self.update_ratios[k]))
+                if np.isfinite(self.update_ratios[k]).any()
+                else float("nan"),
             }
             for k in self.groups
         }
 
     def plot(self, title: str = "gradient flow"):
-        """Two panels over steps, log scale: gradient norm and update/weight ratio per group."""
+        """Two panels over steps, log scale: gradient norm and update/weight ratio per group (zeros left out)."""
         import matplotlib.pyplot as plt
 
         fig, (ax_g, ax_u) = plt.subplots(1, 2, figsize=(10, 3.6))
@@ -121,15 +124,15 @@ class GradientFlowMonitor:
         prefix = os.path.commonprefix(keys).rpartition(".")[0] if len(keys) > 1 else ""
         for key in keys:
             label = key[len(prefix) + 1 :] if prefix else key  # drop a shared wrapper prefix (e.g. peft's)
-            ax_g.plot(np.maximum(self.grad_norms[key], 1e-12), label=label)
-            if self.update_ratios[key]:
-                ax_u.plot(np.maximum(self.update_ratios[key], 1e-12), label=label)
+            for ax, values in ((ax_g, self.grad_norms[key]), (ax_u, self.update_ratios[key])):
+                values = np.asarray(values, dtype=float)
+                ax.plot(np.where(values > 0, values, np.nan), label=label)  # zeros cannot be shown on a log axis
         ax_u.axhline(1e-3, color="grey", ls="--", lw=1, label="1e-3 rule of thumb")
         for ax, label in ((ax_g, "gradient norm"), (ax_u, "update / weight")):
             ax.set_yscale("log")
             ax.set_xlabel("step")
             ax.set_ylabel(label)
-        ax_u.legend(fontsize=7, loc="best")
+        ax_u.legend(fontsize=7, loc="best", ncol=2)
         fig.suptitle(title)
         fig.tight_layout()
         return fig
