@@ -107,12 +107,12 @@ class ToyGrounder(nn.Module):
 
 
 def lora_copy(model: nn.Module, seed: int = 0, **lora_options: Any) -> nn.Module:
-    """A deep copy of ``model`` with ``peft`` LoRA adapters (``LoraConfig(**lora_options)``), initialised from
-    ``seed``. peft is imported here because its import costs seconds."""
-    import peft
+    """A deep copy of ``model`` with LoRA adapters (:func:`tvgkit.peft.apply`, options in peft's names), initialised
+    from ``seed``. Imported here because importing peft costs seconds."""
+    from tvgkit import peft
 
     torch.manual_seed(seed)
-    return peft.get_peft_model(copy.deepcopy(model), peft.LoraConfig(**lora_options))
+    return peft.apply(copy.deepcopy(model), "lora", **lora_options)
 
 
 def train_loader(dataset: TensorDataset, seed: int, batch_size: int = 64) -> DataLoader:
