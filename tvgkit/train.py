@@ -21,6 +21,7 @@ from tvgkit import config as configs
 from tvgkit.data.dataset import GroundingDataset, feature_stats, fill_template, loader, split_by_video
 from tvgkit.data.records import Record
 from tvgkit.data.synthetic import SynthConfig
+from tvgkit.diagnostics import NonFiniteError, NonFiniteGuard, audit_eval_loader, audit_optimizers
 from tvgkit.model import GroundingModel, ModelConfig, decode_spans, grounding_loss, span_probs
 from tvgkit.text import TextConfig
 
@@ -53,6 +54,8 @@ class OptimConfig:
     device: str | None = None
     threads: int | None = None
     log_every: int = 10
+    guard: bool = True  # stop at the first NaN/Inf loss or gradient, naming the module (tvgkit.diagnostics)
+    audit: bool = True  # before training: optimiser audit (warns) and evaluation-loader audit (refuses)
 
 
 @dataclass
@@ -258,6 +261,21 @@ def train(cfg: RunConfig, progress: bool = True, splits: Splits | None = None) -
             if key not in ("step", "epoch", "split") and isinstance(value, (int, float)):
                 writer.add_scalar(f"{entry.get('split', 'train')}/{key}", value, entry["step"])
 
+    # --- diagnostics (issue 8): audits before the first step; a guard that keeps the last good weights ---
+    if opt.audit:
+        audit_optimizers(model, [optimizer])
+        for eval_loader in eval_loaders.values():
+            audit_eval_loader(eval_loader)
+
+    def stop_on_non_finite(error: NonFiniteError) -> None:
+        torch.save(model.state_dict(), run_dir / "last_good.pt")  # the guard raises before the optimiser step
+        record({"step": step, "split": "stopped", "error": f"{error} Last good weights: {run_dir / 'last_good.pt'}"})
+        writer.close()
+        log.close()
+
+    guard = NonFiniteGuard(model, on_error=stop_on_non_finite) if opt.guard else None
+    # --- end diagnostics ---
+
     best, step, seen, train_time = -1.0, 0, 0, 0.0
     bar = tqdm(total=total, desc=f"train {cfg.name}", unit="step", disable=not progress)
     for epoch in range(opt.epochs):
@@ -265,11 +283,19 @@ def train(cfg: RunConfig, progress: bool = True, splits: Splits | None = None) -
         start = time.perf_counter()
         for batch in train_loader:
             batch = {k: v.to(device) for k, v in batch.items()}
+            if guard:
+                guard.start(step)
             with session.autocast():
                 loss, term = _loss(model, batch, opt)
+            if guard:
+                guard.check_loss(loss)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.unscale_(optimizer)
+            if guard:
+                if not scaler.is_enabled():  # fp16 loss scaling makes and skips inf gradients on purpose
+                    guard.check_gradients()
+                guard.stop()
             grad_norm = torch.nn.utils.clip_grad_norm_(params, opt.clip_grad)
             scaler.step(optimizer)
             scaler.update()
