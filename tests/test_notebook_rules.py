@@ -51,10 +51,13 @@ def test_outputs_are_stored_with_execution_counts(notebook):
     assert [c.execution_count for c in code] == list(range(1, len(code) + 1)), "cells were run out of order"
 
 
+NBVAL_MARKERS = {"NBVAL_IGNORE_OUTPUT", "NBVAL_CHECK_OUTPUT", "NBVAL_SKIP", "NBVAL_RAISES_EXCEPTION"}
+
+
 def test_nbval_markers_are_exact(notebook):
     # nbval only honours a comment that is exactly the marker: "# NBVAL_IGNORE_OUTPUT  (why)" is silently ignored.
     for cell in _code(notebook):
         for line in cell.source.splitlines():
             text = line.strip().lstrip("#").strip()
             if line.strip().startswith("#") and text.startswith("NBVAL"):
-                assert text in {"NBVAL_IGNORE_OUTPUT", "NBVAL_CHECK_OUTPUT", "NBVAL_SKIP", "NBVAL_RAISES_EXCEPTION"}, line
+                assert text in NBVAL_MARKERS, line
