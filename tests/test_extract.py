@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from tvgkit.data.extract import (
+    CHANGE_FIELDS,
     COLOURS,
     FEATURE_DIM,
     FRAME_DIM,
@@ -47,7 +48,7 @@ def test_same_colour_different_shapes_are_told_apart() -> None:
 
 def test_empty_grey_frame_has_no_blobs() -> None:
     assert frame_features(np.full((64, 64, 3), 128, np.uint8)).sum() == 0
-    assert FRAME_DIM == 60 and FEATURE_DIM == 60 + 48 + 4
+    assert FRAME_DIM == 60 and FEATURE_DIM == 60 + 60 + 4
 
 
 def test_clips_pool_frames_and_keep_a_partial_last_clip() -> None:
@@ -55,7 +56,7 @@ def test_clips_pool_frames_and_keep_a_partial_last_clip() -> None:
     feats = clip_features(frames, fps=4, clip_seconds=1.0)
     assert feats.shape == (3, FEATURE_DIM)
     slot = COLOURS.index("yellow") * len(SHAPES) + SHAPES.index("circle")
-    dx = feats[:, FRAME_DIM + slot * 4 + 1]  # change of x within each clip
+    dx = feats[:, FRAME_DIM + slot * len(CHANGE_FIELDS) + CHANGE_FIELDS.index("x")]  # change of x within each clip
     assert dx[0] == pytest.approx(10 * 12 / 64, abs=0.2) and dx[2] == 0.0
     assert (feats[:2, -4:].sum(1) > 0).all()  # frame differences see the motion
 

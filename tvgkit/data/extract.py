@@ -27,7 +27,7 @@ MIN_SATURATION = 70
 MIN_VALUE = 60
 MIN_AREA = 6
 SLOT_FIELDS = ("present", "area", "x", "y", "strength")
-CHANGE_FIELDS = ("area", "x", "y", "strength")
+CHANGE_FIELDS = SLOT_FIELDS
 CHANGE_SCALE = 10.0
 ENERGY_SCALE = 10.0
 N_SLOTS = len(COLOURS) * len(SHAPES)
@@ -113,9 +113,10 @@ def clip_features(frames: Iterable[np.ndarray], fps: float, clip_seconds: float 
 
 def _pool(stats: list[np.ndarray], energy: list[np.ndarray]) -> np.ndarray:
     arr = np.stack(stats).reshape(len(stats), N_SLOTS, len(SLOT_FIELDS))
-    change = arr[-1, :, 1:] - arr[0, :, 1:]
-    # A blob missed in one frame would look like a jump to position 0: positions change only where seen twice.
-    change[:, 1:3] *= (arr[-1, :, 0] * arr[0, :, 0])[:, None]
+    change = arr[-1] - arr[0]
+    # A blob missed in one frame would look like a jump to 0: area, position and strength change only where the blob
+    # is seen in both frames; appearing and vanishing show in the presence change instead.
+    change[:, 1:] *= (arr[-1, :, 0] * arr[0, :, 0])[:, None]
     # Scaled so that a typical move (a third of the frame in 8 s) gives about 0.3 per clip, like the other fields.
     change *= CHANGE_SCALE
     return np.concatenate(

@@ -26,7 +26,8 @@ import numpy as np
 from tvgkit.data.extract import COLOURS, FRAME_SIZE, SHAPES, clip_features
 from tvgkit.data.records import Record
 
-VERSION = 2  # bump when rendering or extraction changes: old caches are not reused
+SUBPIXEL_BITS = 4
+VERSION = 3  # bump when rendering or extraction changes: old caches are not reused
 SPLITS = ("train", "val", "test")
 BGR = {"red": (40, 40, 220), "yellow": (40, 220, 230), "green": (50, 200, 50), "blue": (220, 70, 40)}
 KINDS = ("move_left", "move_right", "move_up", "move_down", "grow", "shrink", "appear", "disappear")
@@ -223,16 +224,18 @@ def object_state(spec: VideoSpec, i: int, t: float) -> tuple[float, float, float
 
 
 def _draw(canvas: np.ndarray, shape: str, x: float, y: float, r: float, colour: tuple[int, int, int]) -> None:
-    cx, cy, rr = round(x), round(y), max(2, round(r))
+    """Draw at sub-pixel precision (OpenCV's ``shift``): integer radii would make growing look like a staircase."""
+    k = 1 << SUBPIXEL_BITS
+    cx, cy, rr = round(x * k), round(y * k), round(max(2.0, r) * k)
     if shape == "circle":
-        cv2.circle(canvas, (cx, cy), rr, colour, -1)
+        cv2.circle(canvas, (cx, cy), rr, colour, -1, shift=SUBPIXEL_BITS)
     elif shape == "square":
-        side = round(r * 0.89)  # same area as the circle
-        cv2.rectangle(canvas, (cx - side, cy - side), (cx + side, cy + side), colour, -1)
+        side = round(max(2.0, r) * 0.89 * k)  # same area as the circle
+        cv2.rectangle(canvas, (cx - side, cy - side), (cx + side, cy + side), colour, -1, shift=SUBPIXEL_BITS)
     else:
-        half = round(r * 1.25)
+        half = round(max(2.0, r) * 1.25 * k)
         pts = np.array([[cx, cy - half], [cx - half, cy + half], [cx + half, cy + half]], np.int32)
-        cv2.fillPoly(canvas, [pts], colour)
+        cv2.fillPoly(canvas, [pts], colour, shift=SUBPIXEL_BITS)
 
 
 def render(spec: VideoSpec, cfg: SynthConfig, rng: np.random.Generator) -> np.ndarray:
