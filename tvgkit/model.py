@@ -60,7 +60,7 @@ class GroundingModel(nn.Module):
         self.mask_token_id = mask_token_id
         self.register_buffer("feat_mean", torch.zeros(video_dim))
         self.register_buffer("feat_std", torch.ones(video_dim))
-        self.video_proj = nn.Sequential(nn.Linear(video_dim, hidden), nn.LayerNorm(hidden))
+        self.video_proj = nn.Sequential(nn.Linear(video_dim, hidden))
         self.video_pos = nn.Embedding(max_clips, hidden)
         nn.init.normal_(self.video_pos.weight, std=0.02)  # BERT's init: unit-variance noise would drown the content
         self.span_head = nn.Sequential(nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, 2))
