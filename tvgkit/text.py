@@ -40,14 +40,29 @@ class TextConfig:
 
 
 def train_wordpiece(sentences: Iterable[str], vocab_size: int, folder: str | Path) -> Path:
-    """Train a lower-cased WordPiece vocabulary on ``sentences`` and save ``vocab.txt`` into ``folder``."""
-    from tokenizers import BertWordPieceTokenizer
+    """Build a lower-cased WordPiece vocabulary from ``sentences`` and save ``vocab.txt`` into ``folder``.
 
+    Deterministic on purpose: the special tokens, every character seen (alone and as a ``##`` continuation, so any
+    word still tokenises), then whole words by frequency, ties in alphabetical order, up to ``vocab_size``. The
+    ``tokenizers`` WordPiece trainer breaks ties between equally frequent merges in hash order, so two trainings on
+    the same text gave different vocabularies, and a run trained with a cold cache differed from a warm one. The
+    normaliser and pre-tokeniser are the ``tokenizers`` BERT ones, so words split exactly as ``BertTokenizer`` splits.
+    """
+    from collections import Counter
+
+    from tokenizers.normalizers import BertNormalizer
+    from tokenizers.pre_tokenizers import BertPreTokenizer
+
+    normalise, split = BertNormalizer(lowercase=True), BertPreTokenizer()
+    counts = Counter(word for text in sentences for word, _ in split.pre_tokenize_str(normalise.normalize_str(text)))
+    chars = sorted({c for word in counts for c in word})
+    vocab = [*SPECIAL_TOKENS, *chars, *(f"##{c}" for c in chars)]
+    known = set(vocab)
+    words = sorted((w for w in counts if w not in known), key=lambda w: (-counts[w], w))
+    vocab += words[: max(0, vocab_size - len(vocab))]
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    tok = BertWordPieceTokenizer(lowercase=True)
-    tok.train_from_iterator(list(sentences), vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False)
-    tok.save_model(str(folder))
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
     return folder
 
 
@@ -55,7 +70,8 @@ def local_tokenizer(sentences: Sequence[str], vocab_size: int):
     """A ``BertTokenizer`` whose WordPiece vocabulary is trained on ``sentences``, cached by their hash."""
     from transformers import BertTokenizer
 
-    digest = hashlib.sha1(("\n".join(sorted(set(sentences))) + f"|{vocab_size}").encode()).hexdigest()[:12]
+    # The version tag keeps vocabularies of the old, non-deterministic trainer out of use.
+    digest = hashlib.sha1(("\n".join(sorted(set(sentences))) + f"|{vocab_size}|v2").encode()).hexdigest()[:12]
     folder = cache_root() / "tokenizers" / digest
     if not (folder / "vocab.txt").exists():
         train_wordpiece(sentences, vocab_size, folder)

@@ -1,0 +1,35 @@
+from transformers import BertTokenizer
+
+from tvgkit.text import SPECIAL_TOKENS, train_wordpiece
+
+SENTENCES = ["The red ball slides left.", "a red square grows", "the blue ball grows", "a green triangle rises"]
+# words of two or more letters: count 2 first (alphabetical), then count 1 (alphabetical)
+WORDS = ["ball", "grows", "red", "the", "blue", "green", "left", "rises", "slides", "square", "triangle"]
+
+
+def _vocab(tmp_path, name, sentences=SENTENCES, size=100):
+    return (train_wordpiece(sentences, size, tmp_path / name) / "vocab.txt").read_text().split()
+
+
+def test_wordpiece_vocabulary_is_deterministic_and_ordered(tmp_path):
+    vocab = _vocab(tmp_path, "a")
+    assert vocab == _vocab(tmp_path, "b", list(reversed(SENTENCES)))  # input order and repeats do not matter
+    assert vocab[: len(SPECIAL_TOKENS)] == SPECIAL_TOKENS
+    chars = sorted(set("".join(SENTENCES).lower()) - {" "})
+    n = len(SPECIAL_TOKENS) + len(chars)
+    assert vocab[len(SPECIAL_TOKENS) : n] == chars and vocab[n : n + len(chars)] == [f"##{c}" for c in chars]
+    assert vocab[n + len(chars) :] == WORDS
+
+
+def test_vocab_size_keeps_the_most_frequent_words(tmp_path):
+    full = _vocab(tmp_path, "full")
+    capped = _vocab(tmp_path, "capped", size=len(full) - len(WORDS) + 2)
+    assert capped == full[: len(capped)] and capped[-2:] == ["ball", "grows"]
+
+
+def test_words_are_whole_tokens_and_unseen_words_fall_back_to_characters(tmp_path):
+    tok = BertTokenizer.from_pretrained(str(train_wordpiece(SENTENCES, 100, tmp_path / "t")))
+    assert tok.tokenize("The red ball slides left") == ["the", "red", "ball", "slides", "left"]
+    assert tok.tokenize("bled") == ["b", "##l", "##e", "##d"]  # known characters, unknown word
+    assert tok.tokenize("zebra") == ["[UNK]"]  # 'z' never seen
+    assert tok.mask_token_id == SPECIAL_TOKENS.index("[MASK]")
