@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from tvgkit.data.formats import read_charades_sta, read_jsonl
-from tvgkit.data.synthetic import SynthConfig, build, config_hash, generate_split, sample_video
+from tvgkit.data.synthetic import SynthConfig, build, config_hash, generate_split, make_video, sample_video
 
 TINY = SynthConfig(n_train=6, n_val=2, n_test=3, duration_min=10.0, duration_max=14.0, moment_max=6.0)
 
@@ -20,6 +20,7 @@ def test_same_seed_same_videos_and_queries() -> None:
     assert all(np.array_equal(fa, fb) and ra == rb for (fa, ra), (fb, rb) in zip(a, b, strict=False))
     c = next(generate_split(replace(TINY, seed=1), "train", 1))[2]
     assert c != a[0][1]
+    assert make_video(TINY, "train", 1)[2] == a[1][1]  # video k does not depend on the videos before it
 
 
 def test_videos_repeat_colours_and_shapes_and_queries_are_unambiguous() -> None:
@@ -54,6 +55,11 @@ def test_build_writes_real_formats_and_reuses_the_cache(tmp_path) -> None:
         assert sorted(f) == sorted({r.vid for rs in recs.values() for r in rs})
         r = recs["train"][0]
         assert f[r.vid].shape[0] == int(np.ceil(int(r.duration * TINY.fps) / TINY.fps))
+    # Two worker processes render the same bytes as one (every video has its own seed).
+    other = build(TINY, cache_dir=tmp_path / "two", progress=False, workers=2)
+    assert other.jsonl("train").read_text() == data.jsonl("train").read_text()
+    with h5py.File(data.features) as f, h5py.File(other.features) as g:
+        assert all(np.array_equal(f[v][()], g[v][()]) for v in f)
     stamp = data.features.stat().st_mtime_ns
     assert build(TINY, cache_dir=tmp_path, progress=False).features.stat().st_mtime_ns == stamp
     assert config_hash(replace(TINY, n_test=4)) != config_hash(TINY)

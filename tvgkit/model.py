@@ -60,7 +60,7 @@ class GroundingModel(nn.Module):
         self.mask_token_id = mask_token_id
         self.register_buffer("feat_mean", torch.zeros(video_dim))
         self.register_buffer("feat_std", torch.ones(video_dim))
-        self.video_proj = nn.Sequential(nn.Linear(video_dim, hidden))
+        self.video_proj = nn.Conv1d(video_dim, hidden, kernel_size=3, padding=1)
         self.video_pos = nn.Embedding(max_clips, hidden)
         nn.init.normal_(self.video_pos.weight, std=0.02)  # BERT's init: unit-variance noise would drown the content
         self.span_head = nn.Sequential(nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, 2))
@@ -77,7 +77,8 @@ class GroundingModel(nn.Module):
     ) -> dict[str, torch.Tensor]:
         """video [B, N, D], video_mask [B, N] (1 = real clip), input_ids/attention_mask [B, L] (prompt)."""
         n = video.shape[1]
-        v = self.video_proj((video - self.feat_mean) / self.feat_std)
+        x = ((video - self.feat_mean) / self.feat_std) * video_mask[..., None].to(video.dtype)
+        v = self.video_proj(x.transpose(1, 2)).transpose(1, 2)
         v = v + self.video_pos(torch.arange(n, device=video.device))[None]
         t = self.word_embeddings(input_ids)
         embeds = torch.cat([t, v.to(t.dtype)], dim=1)
@@ -93,14 +94,14 @@ class GroundingModel(nn.Module):
         # Prompt tuning prepends virtual tokens: count positions from the end.
         offset = hidden.shape[1] - embeds.shape[1]
         out: dict[str, torch.Tensor] = {}
+        rows, cols = (input_ids == self.mask_token_id).nonzero(as_tuple=True)
+        slots = hidden[rows, offset + cols].reshape(input_ids.shape[0], 2, -1)
         if self.cfg.head == "span":
             logits = self.span_head(hidden[:, offset + input_ids.shape[1] :]).float()
             logits = logits.masked_fill(~video_mask.bool()[..., None], -1e4)
             out["start_logits"], out["end_logits"] = logits[..., 0], logits[..., 1]
         else:
-            rows, cols = (input_ids == self.mask_token_id).nonzero(as_tuple=True)
-            slots = hidden[rows, offset + cols].reshape(input_ids.shape[0], 2, -1).flatten(1)
-            centre, width = torch.sigmoid(self.reg_head(slots).float()).unbind(-1)
+            centre, width = torch.sigmoid(self.reg_head(slots.flatten(1)).float()).unbind(-1)
             out["span"] = torch.stack([(centre - width / 2).clamp(0, 1), (centre + width / 2).clamp(0, 1)], -1)
         return out
 

@@ -27,7 +27,7 @@ from tvgkit.data.extract import COLOURS, FRAME_SIZE, SHAPES, clip_features
 from tvgkit.data.records import Record
 
 SUBPIXEL_BITS = 4
-VERSION = 3  # bump when rendering or extraction changes: old caches are not reused
+VERSION = 4  # bump when rendering or extraction changes: old caches are not reused
 SPLITS = ("train", "val", "test")
 BGR = {"red": (40, 40, 220), "yellow": (40, 220, 230), "green": (50, 200, 50), "blue": (220, 70, 40)}
 KINDS = ("move_left", "move_right", "move_up", "move_down", "grow", "shrink", "appear", "disappear")
@@ -274,12 +274,28 @@ def queries(spec: VideoSpec, rng: np.random.Generator) -> list[Record]:
     return out
 
 
+def make_video(cfg: SynthConfig, split: str, k: int) -> tuple[VideoSpec, np.ndarray, list[Record]]:
+    """Video ``k`` of ``split``: its script, frames and queries, from its own seed ``(seed, split, k)``.
+
+    One generator per video (not one per split) makes every video independent of the others, so videos can be
+    rendered in any order and by any number of processes with identical results.
+    """
+    rng = np.random.default_rng([cfg.seed, SPLITS.index(split), k])
+    spec = sample_video(rng, cfg, f"{split}{k:05d}")
+    return spec, render(spec, cfg, rng), queries(spec, rng)
+
+
 def generate_split(cfg: SynthConfig, split: str, n: int):
-    """Yield (spec, frames, records) for the videos of one split, deterministic for (seed, split)."""
-    rng = np.random.default_rng([cfg.seed, SPLITS.index(split)])
+    """Yield (spec, frames, records) for the first ``n`` videos of one split, deterministic for the seed."""
     for k in range(n):
-        spec = sample_video(rng, cfg, f"{split}{k:05d}")
-        yield spec, render(spec, cfg, rng), queries(spec, rng)
+        yield make_video(cfg, split, k)
+
+
+def _features_and_records(job: tuple[SynthConfig, str, int]) -> tuple[str, np.ndarray, list[Record]]:
+    """Worker of :func:`build`: render one video and extract its features (frames never leave the process)."""
+    cfg, split, k = job
+    spec, frames, records = make_video(cfg, split, k)
+    return spec.vid, clip_features(frames, cfg.fps, cfg.clip_seconds), records
 
 
 @dataclass(frozen=True)
@@ -303,8 +319,18 @@ class SynthData:
         return self.root / "charades_sta" / "durations.json"
 
 
-def build(cfg: SynthConfig | None = None, cache_dir: str | Path | None = None, progress: bool = True) -> SynthData:
-    """Render, extract and write the dataset of ``cfg`` unless its cache folder is already complete."""
+def build(
+    cfg: SynthConfig | None = None,
+    cache_dir: str | Path | None = None,
+    progress: bool = True,
+    workers: int | None = None,
+) -> SynthData:
+    """Render, extract and write the dataset of ``cfg`` unless its cache folder is already complete.
+
+    ``workers`` processes render in parallel (default: one per CPU core, at most 8); the result does not depend on it.
+    """
+    from multiprocessing import get_context
+
     from tqdm.auto import tqdm
 
     from tvgkit.data.features import write_hdf5
@@ -318,20 +344,29 @@ def build(cfg: SynthConfig | None = None, cache_dir: str | Path | None = None, p
     tmp = root.with_name(root.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     (tmp / "charades_sta").mkdir(parents=True)
-    features: dict[str, np.ndarray] = {}
     sizes = {"train": cfg.n_train, "val": cfg.n_val, "test": cfg.n_test}
-    bar = tqdm(total=sum(sizes.values()), desc="render + extract", unit="video", disable=not progress)
-    for split, n in sizes.items():
-        records: list[Record] = []
-        for spec, frames, recs in generate_split(cfg, split, n):
-            features[spec.vid] = clip_features(frames, cfg.fps, cfg.clip_seconds)
-            records += recs
+    jobs = [(cfg, split, k) for split, n in sizes.items() for k in range(n)]
+    workers = min(workers or os.cpu_count() or 1, 8, max(1, len(jobs)))
+    features: dict[str, np.ndarray] = {}
+    records: dict[str, list[Record]] = {split: [] for split in sizes}
+    bar = tqdm(total=len(jobs), desc="render + extract", unit="video", disable=not progress)
+    # "spawn": forking a process that has started torch's or OpenCV's thread pools can deadlock.
+    pool = get_context("spawn").Pool(workers, initializer=cv2.setNumThreads, initargs=(1,)) if workers > 1 else None
+    try:
+        results = pool.imap(_features_and_records, jobs, chunksize=8) if pool else map(_features_and_records, jobs)
+        for (_, split, _), (vid, feats, recs) in zip(jobs, results, strict=True):
+            features[vid] = feats
+            records[split] += recs
             bar.update()
-        write_jsonl(records, tmp / f"{split}.jsonl")
-        write_charades_sta(records, tmp / "charades_sta" / f"charades_sta_{split}.txt", tmp / f"durations_{split}.json")
+    finally:
+        if pool:
+            pool.close()
+            pool.join()
     bar.close()
     durations: dict[str, float] = {}
-    for split in sizes:
+    for split, recs in records.items():
+        write_jsonl(recs, tmp / f"{split}.jsonl")
+        write_charades_sta(recs, tmp / "charades_sta" / f"charades_sta_{split}.txt", tmp / f"durations_{split}.json")
         durations.update(json.loads((tmp / f"durations_{split}.json").read_text()))
         (tmp / f"durations_{split}.json").unlink()
     (tmp / "charades_sta" / "durations.json").write_text(json.dumps(durations))
