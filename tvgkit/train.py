@@ -14,6 +14,7 @@ import json
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -305,6 +306,7 @@ class _RunLog:
         return self.path.stat().st_size if self.write else 0
 
     def close(self) -> None:
+        """Close the files (again is harmless)."""
         if self.write:
             self.writer.close()
             self.file.close()
@@ -410,6 +412,12 @@ class _Trainer:
         checkpoint.atomic_save(state, self.run_dir / "last.pt")
 
     def _restore(self, state: dict) -> None:
+        if self.cfg.text.peft == "adalora":
+            warnings.warn(
+                "AdaLoRA keeps its importance scores outside the state_dict: the resumed run starts them afresh "
+                "and will not match an uninterrupted one exactly",
+                stacklevel=3,
+            )
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -422,7 +430,6 @@ class _Trainer:
         """Save ``last.pt`` where the run stands, say so in the log, and raise :class:`checkpoint.Interrupted`."""
         self.log.note({"step": self.step, "epoch": self.epoch, "split": "interrupted"})
         self._save_checkpoint()
-        self.log.close()
         raise checkpoint.Interrupted(self.run_dir, self.step)
 
     def _stop_on_non_finite(self, error: NonFiniteError) -> None:
@@ -430,11 +437,11 @@ class _Trainer:
             checkpoint.atomic_save(self.model.state_dict(), self.run_dir / "last_good.pt")
         message = f"{error} Last good weights: {self.run_dir / 'last_good.pt'}"
         self.log.record({"step": self.step, "split": "stopped", "error": message})
-        self.log.close()
 
     # --- the loop ---
 
     def run(self, on_step: Callable[[int, int], None] | None) -> Result:
+        """Epochs of steps, validation and ``last.pt`` after each, then the test; logs closed on any way out."""
         from tqdm.auto import tqdm
 
         if self.rng is not None:
@@ -453,9 +460,10 @@ class _Trainer:
                     if distributed.any_rank(stop_requested()):
                         self._interrupt()
                     self._save_checkpoint()
+            return self._finish()
         finally:
             bar.close()
-        return self._finish()
+            self.log.close()
 
     def _train_epoch(self, bar, on_step: Callable[[int, int], None] | None, stop_requested: Callable[[], bool]) -> None:
         """The rest of epoch ``self.epoch`` from batch ``self.batch`` (0 unless resumed mid-epoch)."""
@@ -538,7 +546,6 @@ class _Trainer:
         test_spans = self._predict("test")
         test = evaluate_records(test_spans, self.splits.records["test"])
         self.log.record({"step": self.step, "epoch": self.opt.epochs - 1, "split": "test", **test})
-        self.log.close()
         select = self.opt.select_metric
         val_best = max((h for h in self.log.history if h.get("split") == "val"), key=lambda h: h[select])
         metrics = {
