@@ -197,7 +197,8 @@ def predict(model: GroundingModel, data_loader, device: torch.device, ensemble: 
         else:
             spans = torch.stack([o["span"] for o in outs]).mean(0)
         out_spans.append(spans.float().cpu())
-    return torch.cat(out_spans).numpy()
+    # A rank's shard of a set smaller than the number of processes can be empty.
+    return torch.cat(out_spans).numpy() if out_spans else np.zeros((0, 2), np.float32)
 
 
 def evaluate_records(spans: np.ndarray, records: list[Record]) -> dict[str, float]:
