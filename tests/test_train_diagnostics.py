@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from tvgkit import config
-from tvgkit.data.dataset import Collate
+from tvgkit.data.dataset import Collate, loader
 from tvgkit.diagnostics import LoaderAuditError, NonFiniteError
 from tvgkit.train import PRESETS, RunConfig, Splits, load_splits, train
 
@@ -75,10 +75,12 @@ def test_the_guard_stops_a_run_with_nan_features_and_keeps_the_last_good_weights
 def test_the_audit_refuses_a_shuffling_evaluation_loader_unless_switched_off(setting, monkeypatch):
     splits = setting[2]
 
-    def one_loader_for_every_split(dataset, batch_size, train, pad_id, seed=0):  # the seeds' bug
+    def shuffled_like_training(dataset, batch_size, train, pad_id, seed=0, rank=0, replicas=1):  # the seeds' bug
+        if train:
+            return loader(dataset, batch_size, train, pad_id, seed, rank, replicas)
         return DataLoader(dataset, batch_size=batch_size, shuffle=True, collate_fn=Collate(pad_id, train))
 
-    monkeypatch.setattr("tvgkit.train.loader", one_loader_for_every_split)
+    monkeypatch.setattr("tvgkit.train.loader", shuffled_like_training)
     with pytest.raises(LoaderAuditError, match="shuffles"):
         train(_cfg(setting, "name=shuffled"), progress=False, splits=splits)
     result = train(_cfg(setting, "name=shuffled-unaudited", "train.audit=false"), progress=False, splits=splits)

@@ -31,9 +31,15 @@ def _add_baselines(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train a grounding model (no arguments: a quick run on the synthetic videos)")
+    p = sub.add_parser(
+        "train",
+        help="train a grounding model (no arguments: a quick run on the synthetic videos)",
+        epilog="Ctrl-C saves RUN_DIR/last.pt and exits (status 130); --resume RUN_DIR continues. Several processes: "
+        "torchrun --nproc_per_node N -m tvgkit train ...",
+    )
     p.add_argument("config", nargs="?", default=None, help="YAML config (default: the quick synthetic run)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key, e.g. train.lr=3e-4")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last.pt and config.yaml")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(handler=_lazy("tvgkit.commands", "train"))
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 QUICK_NOTE = "no config given: a quick run on the kit's synthetic videos (CPU-sized)"
@@ -21,13 +22,35 @@ def _fmt(metrics: dict) -> str:
 
 
 def train(args: argparse.Namespace) -> int:
+    """``tvgkit train``: one process, or each of ``torchrun``'s processes (only rank 0 prints)."""
+    from tvgkit import distributed
+
+    with distributed.process_group() as world:
+        return _train(args, world.main)
+
+
+def _train(args: argparse.Namespace, main: bool) -> int:
     from tvgkit import config
+    from tvgkit.checkpoint import Interrupted
+    from tvgkit.cli import UserError
     from tvgkit.train import RunConfig, train
 
-    if args.config is None and not args.set:
-        print(QUICK_NOTE)
-    cfg = config.load(RunConfig, args.config, args.set or [])
-    result = train(cfg, progress=not args.quiet)
+    if args.resume:
+        if args.config or args.set:
+            raise UserError("--resume continues a run with its own config.yaml: give no CONFIG and no --set")
+        cfg = None
+    else:
+        if args.config is None and not args.set and main:
+            print(QUICK_NOTE)
+        cfg = config.load(RunConfig, args.config, args.set or [])
+    try:
+        result = train(cfg, progress=not args.quiet, resume=args.resume)
+    except Interrupted as stop:
+        if main:
+            print(f"tvgkit train: {stop}", file=sys.stderr)
+        return 130
+    if not main:
+        return 0
     print(f"run folder: {result.run_dir}")
     m = result.metrics
     print(f"trained {m['steps']} steps in {result.train_seconds:.0f} s ({result.samples_per_second} samples/s)")

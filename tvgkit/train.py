@@ -3,20 +3,26 @@
 AdamW, linear warmup then cosine decay (transformers' scheduler), gradient clipping, AMP on CUDA, a tqdm bar,
 TensorBoard and JSONL logs, the best checkpoint chosen on the VALIDATION split (never on test), then one final test
 evaluation of that checkpoint. Each run writes ``runs/<name>/``: ``config.yaml``, ``metrics.json``, ``best.pt``
-(a ``state_dict``; load with ``weights_only=True``), ``tokenizer/``, ``log.jsonl`` and ``events.*``.
+(a ``state_dict``; load with ``weights_only=True``), ``last.pt`` (everything needed to resume, see
+:mod:`tvgkit.checkpoint`), ``tokenizer/``, ``log.jsonl`` and ``events.*``. ``train(resume=RUN_DIR)`` continues an
+interrupted run; under ``torchrun`` the same code trains with DistributedDataParallel (:mod:`tvgkit.distributed`).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import time
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from tvgkit import checkpoint, distributed
 from tvgkit import config as configs
 from tvgkit.data.dataset import GroundingDataset, feature_stats, fill_template, loader, split_by_video
 from tvgkit.data.records import Record
@@ -55,6 +61,7 @@ class OptimConfig:
     threads: int | None = None
     log_every: int = 10
     guard: bool = True  # stop at the first NaN/Inf loss or gradient, naming the module (tvgkit.diagnostics)
+    checkpoint_every: int = 0  # also rewrite last.pt every N optimiser steps (0: at the end of every epoch only)
     audit: bool = True  # before training: optimiser audit (warns) and evaluation-loader audit (refuses)
 
 
@@ -190,7 +197,8 @@ def predict(model: GroundingModel, data_loader, device: torch.device, ensemble: 
         else:
             spans = torch.stack([o["span"] for o in outs]).mean(0)
         out_spans.append(spans.float().cpu())
-    return torch.cat(out_spans).numpy()
+    # A rank's shard of a set smaller than the number of processes can be empty.
+    return torch.cat(out_spans).numpy() if out_spans else np.zeros((0, 2), np.float32)
 
 
 def evaluate_records(spans: np.ndarray, records: list[Record]) -> dict[str, float]:
@@ -208,143 +216,356 @@ def _unique_dir(root: Path, name: str) -> Path:
     return path
 
 
-def train(cfg: RunConfig, progress: bool = True, splits: Splits | None = None) -> Result:
-    """Train, select on validation, test once; returns the run folder, test metrics and the logged history."""
-    from torch.utils.tensorboard import SummaryWriter
-    from tqdm.auto import tqdm
-    from transformers import get_cosine_schedule_with_warmup
+def train(
+    cfg: RunConfig | None = None,
+    progress: bool = True,
+    splits: Splits | None = None,
+    resume: str | Path | None = None,
+    on_step: Callable[[int, int], None] | None = None,
+) -> Result:
+    """Train, select on validation, test once; returns the run folder, test metrics and the logged history.
 
-    from tvgkit.runtime import setup
+    ``last.pt`` (everything needed to continue: weights, optimiser, scheduler, scaler, random states, counters) is
+    rewritten atomically after every epoch and every ``train.checkpoint_every`` steps. ``resume=RUN_DIR`` continues
+    an interrupted run from it with the run's own ``config.yaml`` (pass no ``cfg``); on CPU the final metrics and
+    weights equal those of the uninterrupted run. Ctrl-C (or SIGTERM) stops at the next step boundary, saves
+    ``last.pt`` and raises :class:`tvgkit.checkpoint.Interrupted`. ``on_step(step, epoch)`` runs after every
+    optimiser step. Under ``torchrun`` each process trains its share of every epoch (DistributedDataParallel;
+    ``train.batch_size`` is per process) and only rank 0 writes files.
+    """
+    state = None
+    if resume is not None:
+        if cfg is not None:
+            raise ValueError("train(resume=RUN_DIR) continues the run with its own config.yaml: pass no config")
+        cfg, state = _resume_point(Path(resume))
+    elif cfg is None:
+        raise ValueError("train() needs a config, or resume=RUN_DIR")
+    trainer = _Trainer(cfg, progress, splits, Path(resume) if resume is not None else None, state)
+    return trainer.run(on_step)
 
-    session = setup(seed=cfg.seed, threads=cfg.train.threads, device=cfg.train.device, verbose=False)
-    device = session.device
-    splits = splits or load_splits(cfg.data, progress=progress)
-    opt = cfg.train
-    model, tokenizer = build_model(cfg, splits.records["train"], splits.features.dim)
-    datasets = {
-        s: GroundingDataset(
-            recs, splits.features, tokenizer, cfg.model.templates, cfg.data.max_clips, query_blind=opt.query_blind
+
+def _resume_point(run_dir: Path) -> tuple[RunConfig, dict]:
+    """The config and ``last.pt`` of an unfinished run (a finished one has nothing left to do)."""
+    if not (run_dir / "config.yaml").exists():
+        raise FileNotFoundError(f"{run_dir}: not a run folder (no config.yaml)")
+    if (run_dir / "metrics.json").exists():
+        raise ValueError(f"{run_dir}: the run has finished (metrics.json exists); nothing to resume")
+    if not (run_dir / "last.pt").exists():
+        raise FileNotFoundError(f"{run_dir}: no last.pt to resume from (it is written at the end of every epoch)")
+    return configs.load(RunConfig, run_dir / "config.yaml"), checkpoint.load(run_dir / "last.pt")
+
+
+def _new_run_dir(cfg: RunConfig, tokenizer, world: distributed.World) -> Path:
+    """Rank 0 makes ``runs/<name>[-k]/`` with the config and tokenizer; every rank gets that same path."""
+    path = None
+    if world.main:
+        path = _unique_dir(Path(cfg.runs_dir), cfg.name)
+        path.mkdir(parents=True)
+        cfg.name = path.name
+        configs.save(cfg, path / "config.yaml")
+        tokenizer.save_pretrained(str(path / "tokenizer"))
+    path = Path(distributed.broadcast(str(path) if world.main else None))
+    cfg.name = path.name
+    return path
+
+
+class _RunLog:
+    """``log.jsonl`` and TensorBoard events (rank 0 writes them); ``history`` (every rank keeps it) for the metrics.
+
+    On resume the log is cut back to its length at the checkpoint, so lines written after it by a run that then
+    crashed are not repeated; TensorBoard hides those steps itself (``purge_step``).
+    """
+
+    def __init__(self, run_dir: Path, write: bool, state: dict | None) -> None:
+        self.history: list[dict] = list(state["history"]) if state else []
+        self.path = run_dir / "log.jsonl"
+        self.write = write
+        if write:
+            from torch.utils.tensorboard import SummaryWriter
+
+            if state:
+                os.truncate(self.path, state["log_bytes"])
+            self.file = self.path.open("a")
+            self.writer = SummaryWriter(str(run_dir), purge_step=state["step"] + 1 if state else None)
+
+    def record(self, entry: dict) -> None:
+        """A history entry: kept, written to log.jsonl and, for numbers, to TensorBoard."""
+        self.history.append(entry)
+        self.note(entry)
+        if self.write:
+            for key, value in entry.items():
+                if key not in ("step", "epoch", "split") and isinstance(value, (int, float)):
+                    self.writer.add_scalar(f"{entry.get('split', 'train')}/{key}", value, entry["step"])
+
+    def note(self, entry: dict) -> None:
+        """A line in log.jsonl only (interruptions and resumptions are events, not history)."""
+        if self.write:
+            self.file.write(json.dumps(entry) + "\n")
+            self.file.flush()
+
+    def size(self) -> int:
+        return self.path.stat().st_size if self.write else 0
+
+    def close(self) -> None:
+        """Close the files (again is harmless)."""
+        if self.write:
+            self.writer.close()
+            self.file.close()
+
+
+class _Trainer:
+    """One run's moving parts; :func:`train` builds it and calls :meth:`run`.
+
+    Every counter that :meth:`run` advances (step, epoch, batches of the epoch done, best validation value, time,
+    samples seen) lives here and goes into ``last.pt``, so a run can stop between any two optimiser steps and
+    continue as if it had not.
+    """
+
+    def __init__(self, cfg: RunConfig, progress: bool, splits: Splits | None, run_dir: Path | None, state: dict | None):
+        from transformers import get_cosine_schedule_with_warmup
+
+        from tvgkit.runtime import setup
+
+        self.cfg, self.opt, self.world = cfg, cfg.train, distributed.current()
+        if state is not None and state["world"] != self.world.size:
+            raise ValueError(f"{run_dir}: the run trained with {state['world']} processes; resume it with as many")
+        self.progress = progress and self.world.main
+        # N processes on a CPU share its cores; left alone, each would take them all and they would thrash.
+        threads = self.opt.threads or (max(1, _cores() // self.world.size) if self.world.size > 1 else None)
+        self.session = setup(seed=cfg.seed, threads=threads, device=self.opt.device, verbose=False)
+        self.device = distributed.device_for(self.session.device, self.world)
+        with distributed.main_first():  # rank 0 renders the dataset and trains the vocabulary; the others reuse them
+            self.splits = splits or load_splits(cfg.data, progress=self.progress)
+            self.model, tokenizer = build_model(
+                cfg, self.splits.records["train"], self.splits.features.dim, run_dir / "tokenizer" if run_dir else None
+            )
+        datasets = {
+            s: GroundingDataset(
+                recs, self.splits.features, tokenizer, cfg.model.templates, cfg.data.max_clips, self.opt.query_blind
+            )
+            for s, recs in self.splits.records.items()
+        }
+        self.n_train = len(datasets["train"])
+        self.model.set_feature_stats(*feature_stats(datasets["train"]))
+        self.model.to(self.device)
+        self.net = self.model
+        if self.world.size > 1:
+            # Unused parameters are normal here: the head not chosen, frozen encoder layers under some PEFT methods.
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.net = torch.nn.parallel.DistributedDataParallel(self.model, ids, find_unused_parameters=True)
+        pad, rank, replicas = tokenizer.pad_token_id, self.world.rank, self.world.size
+        self.train_loader = loader(datasets["train"], self.opt.batch_size, True, pad, cfg.seed, rank, replicas)
+        self.eval_loaders = {
+            s: loader(d, 256, False, pad, rank=rank, replicas=replicas) for s, d in datasets.items() if s != "train"
+        }
+        self.run_dir = run_dir or _new_run_dir(cfg, tokenizer, self.world)
+
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        decay = [p for p in self.params if p.ndim >= 2]
+        no_decay = [p for p in self.params if p.ndim < 2]
+        self.optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": self.opt.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=self.opt.lr,
         )
-        for s, recs in splits.records.items()
-    }
-    model.set_feature_stats(*feature_stats(datasets["train"]))
-    model.to(device)
-    pad = tokenizer.pad_token_id
-    train_loader = loader(datasets["train"], opt.batch_size, train=True, pad_id=pad, seed=cfg.seed)
-    eval_loaders = {s: loader(d, 256, train=False, pad_id=pad) for s, d in datasets.items() if s != "train"}
+        self.total = self.opt.epochs * len(self.train_loader)
+        warmup = math.ceil(self.opt.warmup_ratio * self.total)
+        self.scheduler = get_cosine_schedule_with_warmup(self.optimizer, warmup, self.total)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.session.amp and not torch.cuda.is_bf16_supported())
 
-    run_dir = _unique_dir(Path(cfg.runs_dir), cfg.name)
-    run_dir.mkdir(parents=True)
-    cfg.name = run_dir.name
-    configs.save(cfg, run_dir / "config.yaml")
-    tokenizer.save_pretrained(str(run_dir / "tokenizer"))
+        self.step, self.epoch, self.batch, self.best, self.seen, self.train_time = 0, 0, 0, -1.0, 0, 0.0
+        self.loader_rng = self.train_loader.generator.get_state()  # the generator's state where the epoch starts
+        self.rng: dict | None = None  # random states to restore right before the first step
+        self.log = _RunLog(self.run_dir, self.world.main, state)
 
-    params = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in params if p.ndim >= 2]
-    no_decay = [p for p in params if p.ndim < 2]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": opt.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=opt.lr
-    )
-    total = opt.epochs * len(train_loader)
-    scheduler = get_cosine_schedule_with_warmup(optimizer, math.ceil(opt.warmup_ratio * total), total)
-    scaler = torch.amp.GradScaler("cuda", enabled=session.amp and not torch.cuda.is_bf16_supported())
+        # --- diagnostics (issue 8): audits before the first step; a guard that keeps the last good weights ---
+        if self.opt.audit:
+            audit_optimizers(self.model, [self.optimizer])
+            for eval_loader in self.eval_loaders.values():
+                audit_eval_loader(eval_loader)
+        self.guard = NonFiniteGuard(self.model, on_error=self._stop_on_non_finite) if self.opt.guard else None
+        if state is not None:
+            self._restore(state)
 
-    writer = SummaryWriter(str(run_dir))
-    history: list[dict] = []
-    log = (run_dir / "log.jsonl").open("w")
+    # --- checkpoints ---
 
-    def record(entry: dict) -> None:
-        history.append(entry)
-        log.write(json.dumps(entry) + "\n")
-        log.flush()
-        for key, value in entry.items():
-            if key not in ("step", "epoch", "split") and isinstance(value, (int, float)):
-                writer.add_scalar(f"{entry.get('split', 'train')}/{key}", value, entry["step"])
+    def _save_checkpoint(self) -> None:
+        """Rewrite ``last.pt`` atomically (every rank contributes its random states; rank 0 writes)."""
+        rngs = distributed.all_gather(checkpoint.rng_state())
+        if not self.world.main:
+            return
+        state = {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": rngs,
+            "loader_rng": self.loader_rng,
+            "step": self.step,
+            "epoch": self.epoch,
+            "batch": self.batch,
+            "best": self.best,
+            "seen": self.seen,
+            "train_time": self.train_time,
+            "history": self.log.history,
+            "log_bytes": self.log.size(),
+            "world": self.world.size,
+        }
+        checkpoint.atomic_save(state, self.run_dir / "last.pt")
 
-    # --- diagnostics (issue 8): audits before the first step; a guard that keeps the last good weights ---
-    if opt.audit:
-        audit_optimizers(model, [optimizer])
-        for eval_loader in eval_loaders.values():
-            audit_eval_loader(eval_loader)
+    def _restore(self, state: dict) -> None:
+        if self.cfg.text.peft == "adalora":
+            warnings.warn(
+                "AdaLoRA keeps its importance scores outside the state_dict: the resumed run starts them afresh "
+                "and will not match an uninterrupted one exactly",
+                stacklevel=3,
+            )
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.step, self.epoch, self.batch, self.best = state["step"], state["epoch"], state["batch"], state["best"]
+        self.seen, self.train_time = state["seen"], state["train_time"]
+        self.loader_rng, self.rng = state["loader_rng"], state["rng"][self.world.rank]
 
-    def stop_on_non_finite(error: NonFiniteError) -> None:
-        torch.save(model.state_dict(), run_dir / "last_good.pt")  # the guard raises before the optimiser step
-        record({"step": step, "split": "stopped", "error": f"{error} Last good weights: {run_dir / 'last_good.pt'}"})
-        writer.close()
-        log.close()
+    def _interrupt(self) -> None:
+        """Save ``last.pt`` where the run stands, say so in the log, and raise :class:`checkpoint.Interrupted`."""
+        self.log.note({"step": self.step, "epoch": self.epoch, "split": "interrupted"})
+        self._save_checkpoint()
+        raise checkpoint.Interrupted(self.run_dir, self.step)
 
-    guard = NonFiniteGuard(model, on_error=stop_on_non_finite) if opt.guard else None
-    # --- end diagnostics ---
+    def _stop_on_non_finite(self, error: NonFiniteError) -> None:
+        if self.world.main:  # the guard raises before the optimiser step: these weights are still finite
+            checkpoint.atomic_save(self.model.state_dict(), self.run_dir / "last_good.pt")
+        message = f"{error} Last good weights: {self.run_dir / 'last_good.pt'}"
+        self.log.record({"step": self.step, "split": "stopped", "error": message})
 
-    best, step, seen, train_time = -1.0, 0, 0, 0.0
-    bar = tqdm(total=total, desc=f"train {cfg.name}", unit="step", disable=not progress)
-    for epoch in range(opt.epochs):
-        model.train()
-        start = time.perf_counter()
-        for batch in train_loader:
-            batch = {k: v.to(device) for k, v in batch.items()}
-            if guard:
-                guard.start(step)
-            with session.autocast():
-                loss, term = _loss(model, batch, opt)
-            if guard:
-                guard.check_loss(loss)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
-            if guard:
-                if not scaler.is_enabled():  # fp16 loss scaling makes and skips inf gradients on purpose
-                    guard.check_gradients()
-                guard.stop()
-            grad_norm = torch.nn.utils.clip_grad_norm_(params, opt.clip_grad)
-            scaler.step(optimizer)
-            scaler.update()
-            if cfg.text.peft == "adalora":
-                from tvgkit.peft import step_hook
+    # --- the loop ---
 
-                step_hook(model.encoder, step)
-            scheduler.step()
-            step += 1
-            seen += len(batch["span"])
+    def run(self, on_step: Callable[[int, int], None] | None) -> Result:
+        """Epochs of steps, validation and ``last.pt`` after each, then the test; logs closed on any way out."""
+        from tqdm.auto import tqdm
+
+        if self.rng is not None:
+            checkpoint.set_rng_state(self.rng)
+            self.log.note({"step": self.step, "epoch": self.epoch, "split": "resumed", "batch": self.batch})
+        bar = tqdm(
+            total=self.total, initial=self.step, desc=f"train {self.cfg.name}", unit="step", disable=not self.progress
+        )
+        try:
+            with checkpoint.deferred_interrupt() as stop_requested:
+                while self.epoch < self.opt.epochs:
+                    self._train_epoch(bar, on_step, stop_requested)
+                    self._validate()
+                    self.epoch, self.batch = self.epoch + 1, 0
+                    self.loader_rng = self.train_loader.generator.get_state()
+                    if distributed.any_rank(stop_requested()):
+                        self._interrupt()
+                    self._save_checkpoint()
+            return self._finish()
+        finally:
+            bar.close()
+            self.log.close()
+
+    def _train_epoch(self, bar, on_step: Callable[[int, int], None] | None, stop_requested: Callable[[], bool]) -> None:
+        """The rest of epoch ``self.epoch`` from batch ``self.batch`` (0 unless resumed mid-epoch)."""
+        self.train_loader.generator.set_state(self.loader_rng)
+        sampler = self.train_loader.sampler
+        sampler.set_epoch(self.epoch)
+        sampler.skip = self.batch * self.opt.batch_size
+        self.net.train()
+        tick = time.perf_counter()
+        for batch in self.train_loader:
+            loss, term, grad_norm = self._step(batch)
+            self.step, self.batch = self.step + 1, self.batch + 1
+            self.seen += len(batch["span"]) * self.world.size
+            self.train_time += time.perf_counter() - tick
             bar.update()
-            if step % opt.log_every == 0 or step == total:
-                entry = {"step": step, "epoch": epoch, "loss": loss.item(), "lr": scheduler.get_last_lr()[0]}
-                entry["seconds"] = round(train_time + time.perf_counter() - start, 2)
+            if self.step % self.opt.log_every == 0 or self.step == self.total:
+                entry = {"step": self.step, "epoch": self.epoch, "loss": loss.item()}
+                entry["lr"] = self.scheduler.get_last_lr()[0]
+                entry["seconds"] = round(self.train_time, 2)
                 entry["grad_norm"] = float(grad_norm)
                 if term is not None:
                     entry["rdrop_term"] = term.item()
-                record(entry)
+                self.log.record(entry)
                 bar.set_postfix(loss=f"{entry['loss']:.3f}")
-        train_time += time.perf_counter() - start
-        val = evaluate_records(
-            predict(model, eval_loaders["val"], device, cfg.model.prompt_ensemble, session.autocast),
-            splits.records["val"],
+            if on_step is not None:
+                on_step(self.step, self.epoch)
+            if distributed.any_rank(stop_requested()):
+                self._interrupt()
+            if self.opt.checkpoint_every and self.step % self.opt.checkpoint_every == 0:
+                self._save_checkpoint()
+            tick = time.perf_counter()
+
+    def _step(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """One optimiser step; returns the loss, the R-Drop term (or None) and the gradient norm before clipping."""
+        batch = {k: v.to(self.device) for k, v in batch.items()}
+        guard = self.guard
+        if guard:
+            guard.start(self.step)
+        with self.session.autocast():
+            loss, term = _loss(self.model, batch, self.opt, self.net)
+        if guard:
+            guard.check_loss(loss)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.optimizer)
+        if guard:
+            if not self.scaler.is_enabled():  # fp16 loss scaling makes and skips inf gradients on purpose
+                guard.check_gradients()
+            guard.stop()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.opt.clip_grad)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        if self.cfg.text.peft == "adalora":
+            from tvgkit.peft import step_hook
+
+            step_hook(self.model.encoder, self.step)
+        self.scheduler.step()
+        return loss, term, grad_norm
+
+    def _predict(self, split: str) -> np.ndarray:
+        """Normalised spans of every query of ``split`` in dataset order (each rank predicts its piece)."""
+        spans = predict(
+            self.model, self.eval_loaders[split], self.device, self.cfg.model.prompt_ensemble, self.session.autocast
         )
-        record({"step": step, "epoch": epoch, "split": "val", **val})
-        if val[opt.select_metric] > best:
-            best = val[opt.select_metric]
-            torch.save(model.state_dict(), run_dir / "best.pt")
-    bar.close()
-    model.load_state_dict(torch.load(run_dir / "best.pt", weights_only=True, map_location=device))
-    test = evaluate_records(
-        predict(model, eval_loaders["test"], device, cfg.model.prompt_ensemble, session.autocast),
-        splits.records["test"],
-    )
-    record({"step": step, "epoch": opt.epochs - 1, "split": "test", **test})
-    writer.close()
-    log.close()
-    val_best = max((h for h in history if h.get("split") == "val"), key=lambda h: h[opt.select_metric])
-    metrics = {
-        "test": test,
-        "val_best": {k: v for k, v in val_best.items() if k != "split"},
-        "train_seconds": round(train_time, 2),
-        "samples_per_second": round(seen / max(train_time, 1e-9), 1),
-        "steps": step,
-        "n_train": len(datasets["train"]),
-        "n_test": len(datasets["test"]),
-    }
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
-    return Result(run_dir, metrics, history, train_time, metrics["samples_per_second"])
+        return distributed.gather_rows(spans, len(self.splits.records[split]))
+
+    def _validate(self) -> None:
+        val = evaluate_records(self._predict("val"), self.splits.records["val"])
+        self.log.record({"step": self.step, "epoch": self.epoch, "split": "val", **val})
+        if val[self.opt.select_metric] > self.best:
+            self.best = val[self.opt.select_metric]
+            if self.world.main:
+                checkpoint.atomic_save(self.model.state_dict(), self.run_dir / "best.pt")
+
+    def _finish(self) -> Result:
+        """Test the best checkpoint once, write ``metrics.json``."""
+        distributed.barrier()  # rank 0 has written best.pt
+        best = torch.load(self.run_dir / "best.pt", weights_only=True, map_location=self.device)
+        self.model.load_state_dict(best)
+        test_spans = self._predict("test")
+        test = evaluate_records(test_spans, self.splits.records["test"])
+        self.log.record({"step": self.step, "epoch": self.opt.epochs - 1, "split": "test", **test})
+        select = self.opt.select_metric
+        val_best = max((h for h in self.log.history if h.get("split") == "val"), key=lambda h: h[select])
+        metrics = {
+            "test": test,
+            "val_best": {k: v for k, v in val_best.items() if k != "split"},
+            "train_seconds": round(self.train_time, 2),
+            "samples_per_second": round(self.seen / max(self.train_time, 1e-9), 1),
+            "steps": self.step,
+            "n_train": self.n_train,
+            "n_test": len(test_spans),
+            "processes": self.world.size,
+        }
+        if self.world.main:
+            (self.run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
+        return Result(self.run_dir, metrics, self.log.history, self.train_time, metrics["samples_per_second"])
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def blind_baselines(cfg: RunConfig, splits: Splits | None = None, progress: bool = False) -> dict[str, dict]:
@@ -360,16 +581,22 @@ def blind_baselines(cfg: RunConfig, splits: Splits | None = None, progress: bool
     return results
 
 
-def _loss(model: GroundingModel, batch: dict, opt: OptimConfig) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The task loss, plus R-Drop's consistency term when ``rdrop_alpha > 0`` (two dropout passes, one batch)."""
+def _loss(
+    model: GroundingModel, batch: dict, opt: OptimConfig, net: torch.nn.Module | None = None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The task loss, plus R-Drop's consistency term when ``rdrop_alpha > 0`` (two dropout passes, one batch).
+
+    ``net`` runs the forward pass when it is not ``model`` itself (its DistributedDataParallel wrapper).
+    """
     giou = model.cfg.giou_weight
+    net = net or model
     if opt.rdrop_alpha <= 0:
-        loss = grounding_loss(_forward(model, batch, 0), batch["span"], batch["video_mask"], giou)
+        loss = grounding_loss(_forward(net, batch, 0), batch["span"], batch["video_mask"], giou)
         return loss + _peft_penalty(model), None
     from tvgkit.rdrop import doubled_forward, rdrop_loss
 
     ids, attn = batch["input_ids"][:, 0], batch["attention_mask"][:, 0]
-    out1, out2 = doubled_forward(model, batch["video"], batch["video_mask"], ids, attn)
+    out1, out2 = doubled_forward(net, batch["video"], batch["video_mask"], ids, attn)
     task = sum(grounding_loss(o, batch["span"], batch["video_mask"], giou) for o in (out1, out2)) / 2
     if "span" in out1:
         term = rdrop_loss(out1["span"], out2["span"], opt.rdrop_kind)

@@ -7,15 +7,17 @@ template, and the target span normalised by the duration. Evaluation loaders nev
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
 from tvgkit.data.features import resample
 from tvgkit.data.records import Record
+from tvgkit.distributed import shard_range
 
 
 def fill_template(template: str, query: str) -> str:
@@ -111,13 +113,52 @@ class Collate:
         }
 
 
-def loader(dataset: GroundingDataset, batch_size: int, train: bool, pad_id: int, seed: int = 0) -> DataLoader:
-    """Training loaders shuffle (seeded) and drop nothing either; evaluation loaders keep order and every sample."""
-    generator = torch.Generator().manual_seed(seed) if train else None
+class EpochSampler(DistributedSampler):
+    """The training order: a shuffle seeded by ``(seed, epoch)``, this rank's share of it, optionally resumed mid-epoch.
+
+    PyTorch's ``DistributedSampler`` already draws each epoch's order from ``seed + epoch`` alone (call
+    :meth:`set_epoch`), so the order does not depend on how many epochs this process ran before: a resumed run
+    sees the same batches. With one replica it is a plain seeded shuffle of the whole set. ``skip`` drops the first
+    samples of the epoch (the batches a checkpoint already trained on) without loading or collating them.
+    """
+
+    def __init__(self, dataset: Dataset, seed: int, replicas: int = 1, rank: int = 0) -> None:
+        super().__init__(dataset, num_replicas=replicas, rank=rank, shuffle=True, seed=seed, drop_last=False)
+        self.skip = 0
+
+    def __iter__(self):
+        return itertools.islice(super().__iter__(), self.skip, None)
+
+    def __len__(self) -> int:
+        return super().__len__() - self.skip
+
+
+def loader(
+    dataset: GroundingDataset,
+    batch_size: int,
+    train: bool,
+    pad_id: int,
+    seed: int = 0,
+    rank: int = 0,
+    replicas: int = 1,
+) -> DataLoader:
+    """Training loaders shuffle (seeded) and drop nothing either; evaluation loaders keep order and every sample.
+
+    With several processes (``replicas``), training takes the rank's share of each epoch (:class:`EpochSampler`)
+    and evaluation a contiguous piece of the set (:func:`tvgkit.distributed.shard_range`), never a padded one.
+    The training loader gets its own generator, so making its iterator does not draw from the global torch RNG.
+    """
+    if train:
+        sampler = EpochSampler(dataset, seed, replicas, rank)
+        generator = torch.Generator().manual_seed(seed)
+    else:
+        if replicas > 1:
+            dataset = Subset(dataset, shard_range(len(dataset), rank, replicas))
+        sampler, generator = None, None
     return DataLoader(
         dataset,
         batch_size=batch_size,
-        shuffle=train,
+        sampler=sampler,
         drop_last=False,
         generator=generator,
         collate_fn=Collate(pad_id, train),

@@ -1,0 +1,97 @@
+"""Multi-process training: evaluation shards cover every query once, the training order is resumable, and a real
+two-process ``torchrun`` (gloo, CPU) run scores exactly the test set, as a single-process evaluation does."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tvgkit import config
+from tvgkit.data.dataset import EpochSampler
+from tvgkit.distributed import World, current, gather_rows, shard_range
+from tvgkit.train import evaluate_run, preset
+
+
+@pytest.mark.parametrize("n", [0, 1, 7, 14, 15])
+@pytest.mark.parametrize("size", [1, 2, 3, 8])
+def test_evaluation_shards_are_contiguous_disjoint_and_cover_every_query(n, size) -> None:
+    shards = [shard_range(n, r, size) for r in range(size)]
+    assert [i for s in shards for i in s] == list(range(n))  # in order, each index exactly once
+    assert max(map(len, shards)) - min(map(len, shards)) <= 1
+
+
+def test_one_process_is_its_own_world() -> None:
+    assert current() == World(0, 1, 0) and current().main
+    rows = np.arange(10.0).reshape(5, 2)
+    assert (gather_rows(rows, 5) == rows).all()
+    with pytest.raises(RuntimeError, match="5 evaluation rows for its 6 queries"):
+        gather_rows(rows, 6)
+
+
+def test_the_training_order_depends_only_on_seed_and_epoch() -> None:
+    data = list(range(10))
+    fresh, used = EpochSampler(data, seed=3), EpochSampler(data, seed=3)
+    for epoch in range(3):  # a process that already ran epochs 0-2 ...
+        used.set_epoch(epoch)
+        list(used)
+    used.set_epoch(3)
+    fresh.set_epoch(3)  # ... and one that starts at epoch 3 (a resumed run) see the same order
+    order = list(fresh)
+    assert list(used) == order and sorted(order) == data and order != data
+    fresh.set_epoch(2)
+    assert list(fresh) != order
+    fresh.set_epoch(3)
+    fresh.skip = 4  # resumed after one batch of 4: the rest of the epoch, nothing loaded twice
+    assert list(fresh) == order[4:] and len(fresh) == 6
+
+
+def test_two_replicas_split_each_epoch() -> None:
+    data = list(range(9))
+    shards = [EpochSampler(data, seed=0, replicas=2, rank=r) for r in range(2)]
+    for s in shards:
+        s.set_epoch(1)
+    a, b = (list(s) for s in shards)
+    assert len(a) == len(b) == 5 and set(a) | set(b) == set(data)  # DistributedSampler pads one repeat (training)
+
+
+def test_torchrun_two_processes_score_exactly_the_test_set(tmp_path) -> None:
+    """``torchrun --nproc_per_node 2 -m tvgkit train`` on CPU: one run folder, every test query scored once."""
+    cfg = preset("tiny", [f"runs_dir={tmp_path / 'runs'}", "name=ddp", "train.epochs=3"])
+    config.save(cfg, tmp_path / "run.yaml")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1]), "TVGKIT_CACHE": str(tmp_path / "cache")}
+    env.pop("WORLD_SIZE", None)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    done = subprocess.run(
+        [*cmd, "-m", "tvgkit", "train", str(tmp_path / "run.yaml"), "--quiet"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("run folder:") == 1  # only rank 0 prints
+    assert [p.name for p in (tmp_path / "runs").iterdir()] == ["ddp"]  # both ranks used rank 0's folder
+    run_dir = tmp_path / "runs" / "ddp"
+    assert len(list(run_dir.glob("events.*"))) == 1 and not list(run_dir.glob(".*.tmp"))
+    log = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+    assert [e["epoch"] for e in log if e.get("split") == "val"] == [0, 1, 2]  # written once, not once per rank
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    n_test = sum(1 for _ in open(_synthetic_jsonl(tmp_path / "cache", "test")))
+    assert metrics["processes"] == 2 and metrics["n_test"] == n_test
+    per_rank = -(-metrics["n_train"] // 2)  # each rank trains on half of every epoch
+    assert metrics["steps"] == 3 * -(-per_rank // cfg.train.batch_size)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TVGKIT_CACHE", str(tmp_path / "cache"))
+        single = evaluate_run(run_dir, "test")  # one process, the whole set in one loader
+    assert single == pytest.approx(metrics["test"], abs=1e-9)
+
+
+def _synthetic_jsonl(cache: Path, split: str) -> Path:
+    (path,) = cache.glob(f"synthetic/*/{split}.jsonl")
+    return path
