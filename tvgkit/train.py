@@ -47,7 +47,7 @@ class DataConfig:
 
 @dataclass
 class OptimConfig:
-    epochs: int = 12
+    epochs: int = 5
     batch_size: int = 32
     lr: float = 1e-3
     weight_decay: float = 0.01
