@@ -19,6 +19,7 @@ import pytest
 from tvgkit.cli import main
 from tvgkit.data.extract import FEATURE_DIM, FRAME_DIM, clip_features, write_video
 from tvgkit.data.features import open_features, write_hdf5
+from tvgkit.data.formats import read_durations
 from tvgkit.data.synthetic import generate_split
 from tvgkit.train import preset, train
 
@@ -61,8 +62,9 @@ def test_extract_writes_the_kit_layout_close_to_the_frames_features(own, tmp_pat
     monkeypatch.delenv("TQDM_DISABLE", raising=False)
     out = tmp_path / "mine.hdf5"
     capsys.readouterr()
-    assert main(["extract", str(own.video), "--out", str(out)]) == 0
+    assert main(["extract", str(own.video), "--out", str(out), "--durations", str(tmp_path / "d.json")]) == 0
     captured = capsys.readouterr()
+    assert read_durations(tmp_path / "d.json") == {"clip": 10.0}  # 40 frames at 4 fps, for Charades-STA text
     assert "clip.mp4: 100%" in captured.err and "40/40" in captured.err  # tqdm's bar over the 40 sampled frames
     assert f"{own.video}: 10.0 s -> 10 clips x {FEATURE_DIM} features" in captured.out
     with open_features(out) as store:

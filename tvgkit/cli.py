@@ -67,6 +67,12 @@ def _add_extract(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, metavar="FILE.hdf5")
     p.add_argument("--fps", type=float, default=4.0)
     p.add_argument("--clip-seconds", type=float, default=1.0)
+    p.add_argument(
+        "--durations",
+        default=None,
+        metavar="FILE.json",
+        help="also write {vid: {duration}} (Charades-STA text needs it)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=_lazy("tvgkit.commands", "extract"))
 

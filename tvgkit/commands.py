@@ -114,7 +114,8 @@ def synth(args: argparse.Namespace) -> int:
 
 
 def extract(args: argparse.Namespace) -> int:
-    """``tvgkit extract``: one HDF5 ``{file stem: [clips, dim]}``, written only once every video has been read."""
+    """``tvgkit extract``: one HDF5 ``{file stem: [clips, dim]}`` (and the durations, for Charades-STA text
+    annotations), written only once every video has been read."""
     from tvgkit.data.extract import extract_video
     from tvgkit.data.features import write_hdf5
 
@@ -123,12 +124,17 @@ def extract(args: argparse.Namespace) -> int:
         if Path(video).stem in stems:
             raise InputError(f"{video} and {stems[Path(video).stem]} would both be video {Path(video).stem!r}")
         stems[Path(video).stem] = video
-    features = {}
+    features, durations = {}, {}
     for vid, video in stems.items():
         feats, duration = extract_video(video, args.fps, args.clip_seconds, progress=not args.quiet)
-        features[vid] = feats
+        features[vid], durations[vid] = feats, {"duration": round(duration, 3)}
         print(f"{video}: {duration:.1f} s -> {feats.shape[0]} clips x {feats.shape[1]} features")
     print(f"wrote {write_hdf5(features, args.out)}")
+    if args.durations:
+        path = Path(args.durations)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(durations, indent=1))
+        print(f"wrote {path}")
     return 0
 
 
@@ -144,8 +150,8 @@ def predict(args: argparse.Namespace) -> int:
     if args.top < 1:
         raise InputError(f"--top must be at least 1, got {args.top}")
     model, tokenizer, cfg = load_run(args.run_dir)
-    fps = args.fps or cfg.data.synth.fps
-    clip_seconds = args.clip_seconds or cfg.data.synth.clip_seconds
+    fps = cfg.data.synth.fps if args.fps is None else args.fps
+    clip_seconds = cfg.data.synth.clip_seconds if args.clip_seconds is None else args.clip_seconds
     feats, duration = extract_video(args.video, fps, clip_seconds)
     if feats.shape[1] != model.feat_mean.numel():
         raise InputError(
