@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import subprocess
 import sysconfig
 from pathlib import Path
@@ -80,6 +81,17 @@ def test_extract_writes_the_kit_layout_close_to_the_frames_features(own, tmp_pat
     diff = np.abs(feats - ref)
     assert diff[:, :FRAME_DIM].max() <= 0.25
     assert (diff <= 0.05).mean() >= 0.97
+
+
+def test_extract_of_several_videos_counts_videos(own, tmp_path, capsys, monkeypatch) -> None:
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    second = shutil.copy(own.video, tmp_path / "second.mp4")
+    capsys.readouterr()
+    assert main(["extract", str(own.video), str(second), "--out", str(tmp_path / "two.hdf5")]) == 0
+    assert "extract: 100%" in capsys.readouterr().err  # one bar over the videos (frame bars only for one video)
+    with open_features(tmp_path / "two.hdf5") as store:
+        assert store.vids == ["clip", "second"]
+        np.testing.assert_array_equal(store["clip"], store["second"])
 
 
 def test_predict_prints_sorted_spans_inside_the_video(own, capsys) -> None:

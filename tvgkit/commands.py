@@ -115,7 +115,12 @@ def synth(args: argparse.Namespace) -> int:
 
 def extract(args: argparse.Namespace) -> int:
     """``tvgkit extract``: one HDF5 ``{file stem: [clips, dim]}`` (and the durations, for Charades-STA text
-    annotations), written only once every video has been read."""
+    annotations), written only once every video has been read.
+
+    The progress bar counts frames for one video and videos for several.
+    """
+    from tqdm.auto import tqdm
+
     from tvgkit.data.extract import extract_video
     from tvgkit.data.features import write_hdf5
 
@@ -125,10 +130,12 @@ def extract(args: argparse.Namespace) -> int:
             raise InputError(f"{video} and {stems[Path(video).stem]} would both be video {Path(video).stem!r}")
         stems[Path(video).stem] = video
     features, durations = {}, {}
-    for vid, video in stems.items():
-        feats, duration = extract_video(video, args.fps, args.clip_seconds, progress=not args.quiet)
+    several = len(stems) > 1
+    bar = tqdm(stems.items(), desc="extract", unit="video", disable=args.quiet or not several)
+    for vid, video in bar:
+        feats, duration = extract_video(video, args.fps, args.clip_seconds, progress=not (args.quiet or several))
         features[vid], durations[vid] = feats, {"duration": round(duration, 3)}
-        print(f"{video}: {duration:.1f} s -> {feats.shape[0]} clips x {feats.shape[1]} features")
+        bar.write(f"{video}: {duration:.1f} s -> {feats.shape[0]} clips x {feats.shape[1]} features")
     print(f"wrote {write_hdf5(features, args.out)}")
     if args.durations:
         path = Path(args.durations)
