@@ -90,11 +90,13 @@ def _cli_error(argv: list[str], capsys) -> str:
     return lines[0]
 
 
-def _train_both_ways(d: Path, sets: list[str], error: type, pattern: str, capsys, config_file: Path | None = None):
+def _train_both_ways(
+    d: Path, sets: list[str], error: type, pattern: str, capsys, config_file: Path | None = None, kit_error=True
+):
     """The same bad input through ``train()`` (error type and message) and ``tvgkit train`` (one line, exit 2)."""
     with pytest.raises(error, match=pattern) as caught:
         train(config.load(RunConfig, config_file, sets), progress=False)
-    assert isinstance(caught.value, (InputError, ConfigError))
+    assert isinstance(caught.value, (InputError, ConfigError)) == kit_error  # else Python's own FileNotFoundError
     argv = ["train", *([str(config_file)] if config_file else []), *(a for s in sets for a in ("--set", s)), "--quiet"]
     line = _cli_error(argv, capsys)
     assert re.search(pattern, line), line
@@ -173,6 +175,14 @@ def test_charades_text_without_durations_is_refused(data, capsys) -> None:
     _train_both_ways(data, sets, FormatError, r"a\.txt: Charades-STA text needs a durations file", capsys)
 
 
+@pytest.mark.parametrize("key", ["data.train", "data.durations"])
+def test_missing_annotation_or_durations_file(data, key, capsys) -> None:
+    (data / "a.txt").write_text(GOOD_LINE)
+    sets = [*_files_sets(data, data__train=data / "a.txt"), f"{key}={data / 'absent.json'}"]
+    pattern = rf"No such file or directory: '{data / 'absent.json'}'"
+    _train_both_ways(data, sets, FileNotFoundError, pattern, capsys, kit_error=False)
+
+
 def test_start_after_end_is_dropped_and_counted_not_an_error(tmp_path) -> None:
     """The documented rule (tvgkit.data.formats): clip to [0, duration], then drop a window with start >= end."""
     (tmp_path / "d.json").write_text('{"v0": {"duration": 10}}')
@@ -219,9 +229,12 @@ def test_skip_missing_features_drops_and_reports_them(data, capsys) -> None:
     cfg = config.load(RunConfig, None, _files_sets(data, data__skip_missing_features="true"))
     capsys.readouterr()
     splits = load_splits(cfg.data, progress=False)
-    assert (
-        capsys.readouterr().out.strip() == f"{data / 'f.hdf5'}: skipped 4 queries of 2 videos with no features (m0, m1)"
-    )
+    clean = "dropped 0 (start >= end after clipping), clipped end 0, clipped start 0"
+    assert capsys.readouterr().out.strip().splitlines() == [
+        f"{data / 'train.jsonl'}: read 16, kept 16, {clean}",
+        f"{data / 'test.jsonl'}: read 4, kept 4, {clean}",
+        f"{data / 'f.hdf5'}: skipped 4 queries of 2 videos with no features (m0, m1)",
+    ]
     vids = {r.vid for part in splits.records.values() for r in part}
     assert vids == set(GOOD_VIDS) and sum(map(len, splits.records.values())) == 16
 

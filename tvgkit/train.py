@@ -167,7 +167,11 @@ def load_splits(cfg: DataConfig, progress: bool = True) -> Splits:
         features = cfg.features
     else:
         raise configs.ConfigError(f"data.dataset must be 'synthetic' or 'files', got {cfg.dataset!r}")
-    records = {s: read_annotations(p, cfg.durations)[0] for s, p in paths.items() if p}
+    records = {}
+    for split, path in ((s, p) for s, p in paths.items() if p):
+        records[split], report = read_annotations(path, cfg.durations)
+        if cfg.dataset == "files":  # one's own annotations: show what the clean-up repaired or dropped
+            print(report)
     store = open_features(features)
     records, coverage = check_coverage(store, records, cfg.feature_dim, cfg.skip_missing_features)
     if coverage.n_skipped:
