@@ -106,10 +106,13 @@ def test_predict_prints_sorted_spans_inside_the_video(own, capsys) -> None:
 def test_extract_refuses_what_is_not_a_video_and_keeps_the_old_file(own, tmp_path, capsys) -> None:
     notes = tmp_path / "notes.mp4"
     notes.write_text("this is not a video")
+    # FFmpeg's tty demuxer plays a text file of a few lines (here 40 Charades-STA lines) as a video of its text
+    notes.with_suffix(".txt").write_text("".join(f"v{i} 1.0 4.0##a person opens the door\n" for i in range(40)))
     out = write_hdf5({"old": np.ones((2, FEATURE_DIM))}, tmp_path / "out.hdf5")
     before = out.read_bytes()
     cases = {
         "not-a-video": ([str(own.video), str(notes)], f"{notes}: OpenCV cannot read this file as a video"),
+        "text-file": ([str(notes.with_suffix(".txt"))], f"{notes.with_suffix('.txt')}: a text file, not a video"),
         "missing": ([str(tmp_path / "absent.mp4")], f"{tmp_path / 'absent.mp4'}: no such video file"),
         "same-name": ([str(own.video), str(tmp_path / "clip.mp4")], "would both be video 'clip'"),
     }
@@ -119,7 +122,11 @@ def test_extract_refuses_what_is_not_a_video_and_keeps_the_old_file(own, tmp_pat
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and "Traceback" not in err and message in err, err
         assert err.startswith("tvgkit extract: error: ")
-        assert out.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["notes.mp4", "out.hdf5"]
+        assert out.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == [
+            "notes.mp4",
+            "notes.txt",
+            "out.hdf5",
+        ]
 
 
 def test_installed_console_script_extracts_and_predicts(own, tmp_path) -> None:

@@ -141,6 +141,9 @@ def read_frames(path: str | Path, fps: float = 4.0, size: int = FRAME_SIZE) -> t
     cap = cv2.VideoCapture(str(path))
     if not cap.isOpened():
         raise VideoError(f"{path}: OpenCV cannot read this file as a video")
+    if (int(cap.get(cv2.CAP_PROP_FOURCC)) & 0xFFFFFFFF).to_bytes(4, "little") == b"ansi":
+        cap.release()  # FFmpeg's tty demuxer plays any .txt file as a video of its text
+        raise VideoError(f"{path}: a text file, not a video")
     src_fps = cap.get(cv2.CAP_PROP_FPS) or fps
     n_frames = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
     duration = n_frames / src_fps if n_frames > 0 else 0.0
