@@ -34,12 +34,11 @@ def train(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace, main: bool) -> int:
     from tvgkit import config
     from tvgkit.checkpoint import Interrupted
-    from tvgkit.cli import UserError
     from tvgkit.train import RunConfig, train
 
     if args.resume:
         if args.config or args.set:
-            raise UserError("--resume continues a run with its own config.yaml: give no CONFIG and no --set")
+            raise InputError("--resume continues a run with its own config.yaml: give no CONFIG and no --set")
         cfg = None
     else:
         if args.config is None and not args.set and main:

@@ -28,6 +28,7 @@ from tvgkit.data.dataset import GroundingDataset, feature_stats, fill_template, 
 from tvgkit.data.records import Record
 from tvgkit.data.synthetic import SynthConfig
 from tvgkit.diagnostics import NonFiniteError, NonFiniteGuard, audit_eval_loader, audit_optimizers
+from tvgkit.errors import InputError
 from tvgkit.model import GroundingModel, ModelConfig, decode_spans, grounding_loss, span_probs
 from tvgkit.text import TextConfig
 
@@ -167,14 +168,15 @@ def load_splits(cfg: DataConfig, progress: bool = True) -> Splits:
         features = cfg.features
     else:
         raise configs.ConfigError(f"data.dataset must be 'synthetic' or 'files', got {cfg.dataset!r}")
+    say = distributed.current().main  # under torchrun, rank 0 speaks for all
     records = {}
     for split, path in ((s, p) for s, p in paths.items() if p):
         records[split], report = read_annotations(path, cfg.durations)
-        if cfg.dataset == "files":  # one's own annotations: show what the clean-up repaired or dropped
+        if cfg.dataset == "files" and say:  # one's own annotations: show what the clean-up repaired or dropped
             print(report)
     store = open_features(features)
     records, coverage = check_coverage(store, records, cfg.feature_dim, cfg.skip_missing_features)
-    if coverage.n_skipped:
+    if coverage.n_skipped and say:
         print(coverage)
     if "val" not in records:
         records["train"], records["val"] = split_by_video(records["train"], [0.9, 0.1])
@@ -273,7 +275,7 @@ def _resume_point(run_dir: Path) -> tuple[RunConfig, dict]:
     if not (run_dir / "config.yaml").exists():
         raise FileNotFoundError(f"{run_dir}: not a run folder (no config.yaml)")
     if (run_dir / "metrics.json").exists():
-        raise ValueError(f"{run_dir}: the run has finished (metrics.json exists); nothing to resume")
+        raise InputError(f"{run_dir}: the run has finished (metrics.json exists); nothing to resume")
     if not (run_dir / "last.pt").exists():
         raise FileNotFoundError(f"{run_dir}: no last.pt to resume from (it is written at the end of every epoch)")
     return configs.load(RunConfig, run_dir / "config.yaml"), checkpoint.load(run_dir / "last.pt")
@@ -352,7 +354,7 @@ class _Trainer:
 
         self.cfg, self.opt, self.world = cfg, cfg.train, distributed.current()
         if state is not None and state["world"] != self.world.size:
-            raise ValueError(f"{run_dir}: the run trained with {state['world']} processes; resume it with as many")
+            raise InputError(f"{run_dir}: the run trained with {state['world']} processes; resume it with as many")
         self.progress = progress and self.world.main
         # N processes on a CPU share its cores; left alone, each would take them all and they would thrash.
         threads = self.opt.threads or (max(1, _cores() // self.world.size) if self.world.size > 1 else None)
@@ -660,7 +662,6 @@ def predict_run(
     ``ensemble=None`` keeps the run's own prompt-ensemble setting.
     """
     from tvgkit.data.features import FeatureError
-    from tvgkit.errors import InputError
 
     model, tokenizer, cfg = load_run(run_dir)
     splits = splits or load_splits(cfg.data, progress=False)
