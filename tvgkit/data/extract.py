@@ -189,9 +189,10 @@ def write_video(frames: np.ndarray, path: str | Path, fps: float, scale: int = 4
     """Write uint8 BGR frames [T, H, W, 3] as an mp4, each pixel a ``scale`` x ``scale`` block (demos and tests).
 
     Why enlarge: the codec works on 16 x 16 blocks with chroma at half resolution, which at 64 x 64 smears a shape
-    into its neighbour (on one rendered test video 70 of 129 blob presences changed and the clip features moved by
-    more than their own norm). Enlarged 4x, the features read back from the file are within a few percent of the
-    frames' own (``read_frames`` shrinks with INTER_AREA, which undoes the enlargement exactly), as a real video's are.
+    into its neighbour: on 12 rendered videos 4 to 76 blob presences per video changed (of 79 to 177) and the clip
+    features moved by 0.7 to 4 times their own norm. Enlarged 4x, 0 to 2 changed and 99% of the feature values read
+    back lie within 0.05 of the frames' own (``read_frames`` shrinks with INTER_AREA, which undoes the enlargement
+    exactly), as a real video's would.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
