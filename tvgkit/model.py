@@ -31,6 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tvgkit.config import ConfigError
+
 VIDEO_POSITION_OFFSET = 96  # prompts are shorter than this; clips take positions 96, 97, ...
 TEMPLATES = [
     'The text of "{query}" starts at time [MASK] and ends at time [MASK].',
@@ -55,7 +57,7 @@ class GroundingModel(nn.Module):
     ) -> None:
         super().__init__()
         if cfg.head not in ("span", "regression"):
-            raise ValueError(f"model.head must be 'span' or 'regression', got {cfg.head!r}")
+            raise ConfigError(f"model.head must be 'span' or 'regression', got {cfg.head!r}")
         self.cfg = cfg
         self.encoder = encoder
         self.word_embeddings = encoder.get_input_embeddings()

@@ -102,7 +102,7 @@ PRESETS: dict[str, list[str]] = {
         "text.heads=2",
         "text.intermediate=64",
         "train.epochs=2",
-        "train.batch_size=16",
+        "train.batch_size=20",  # 38 training queries: two steps per epoch
         "train.log_every=1",
         "train.threads=1",
     ],
@@ -266,6 +266,9 @@ def train(
         cfg, state = _resume_point(Path(resume))
     elif cfg is None:
         raise ValueError("train() needs a config, or resume=RUN_DIR")
+    if cfg.train.rdrop_alpha > 0 and cfg.text.encoder == "random-bert" and cfg.text.dropout == 0:
+        # Without dropout both passes are identical: the R-Drop term would be 0 and the run plain training.
+        raise configs.ConfigError("train.rdrop_alpha > 0 needs dropout: set text.dropout (e.g. 0.1)")
     trainer = _Trainer(cfg, progress, splits, Path(resume) if resume is not None else None, state)
     return trainer.run(on_step)
 
