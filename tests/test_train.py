@@ -26,7 +26,7 @@ def test_run_folder_holds_everything(run) -> None:
     assert any(n.startswith("events.") for n in names)
     metrics = json.loads((run.run_dir / "metrics.json").read_text())
     assert set(metrics["test"]) == {"R1@0.1", "R1@0.3", "R1@0.5", "R1@0.7", "mIoU"}
-    assert metrics["steps"] == 2 * -(-metrics["n_train"] // 16)
+    assert metrics["steps"] == 2 * -(-metrics["n_train"] // 20)
 
 
 def test_best_checkpoint_is_chosen_on_validation(run) -> None:
@@ -56,7 +56,10 @@ def test_second_run_gets_its_own_folder(run) -> None:
 
 
 def test_rdrop_term_is_logged_when_alpha_is_positive(run) -> None:
-    cfg = config.load(RunConfig, run.run_dir / "config.yaml", ["train.epochs=1", "train.rdrop_alpha=1.0"])
+    overrides = ["train.epochs=1", "train.rdrop_alpha=1.0"]
+    with pytest.raises(config.ConfigError, match="text.dropout"):  # no dropout: R-Drop would silently do nothing
+        train(config.load(RunConfig, run.run_dir / "config.yaml", overrides), progress=False)
+    cfg = config.load(RunConfig, run.run_dir / "config.yaml", [*overrides, "text.dropout=0.1"])
     cfg.name = "rdrop"
     result = train(cfg, progress=False)
     terms = [e["rdrop_term"] for e in result.history if "rdrop_term" in e]

@@ -20,13 +20,14 @@ import numpy as np
 from scipy.stats import gaussian_kde
 
 from tvgkit.data.records import Record
+from tvgkit.errors import InputError
 from tvgkit.metrics import METRIC_KEYS, evaluate, iou_matrix
 
 
 def _normalised(records: Sequence[Record]) -> np.ndarray:
     """Normalised first windows ``[n, 2]`` in [0, 1] (the training statistics the priors are fitted on)."""
     if not records:
-        raise ValueError("no training records to fit a prior on")
+        raise InputError("no training records to fit a prior on")
     return np.array([r.normalised() for r in records], dtype=np.float64)
 
 
@@ -70,7 +71,7 @@ def kde_prior(train_records: Sequence[Record], test: Sequence[Record] | int, see
     try:
         kde = gaussian_kde(_normalised(train_records).T)
     except np.linalg.LinAlgError:
-        raise ValueError("KDE prior: the training moments lie on a line (singular covariance)") from None
+        raise InputError("KDE prior: the training moments lie on a line (singular covariance)") from None
     rng = np.random.default_rng(seed)
     spans = np.empty((0, 2))
     while len(spans) < n:

@@ -1,7 +1,9 @@
 """The ``tvgkit`` command line: one sub-command per job, each a thin layer over a package function.
 
 Handlers import their modules lazily, so ``tvgkit --help`` stays fast (peft and transformers cost seconds).
-Errors a user can fix (a bad file, a missing key) print one line and exit with status 2, never a traceback.
+Errors a user can fix (a bad file, a missing key: :class:`tvgkit.errors.InputError`, ``ConfigError``, a missing or
+unreadable path) print one ``error:`` line and exit with status 2, never a traceback; any other exception is a bug
+and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -11,10 +13,8 @@ import sys
 from collections.abc import Callable
 
 DATASETS = ("synthetic", "charades-sta", "activitynet", "tacos")
-
-
-class UserError(Exception):
-    """An error caused by input the user can fix; printed as one line, exit status 2."""
+#: Path errors a user can fix; their messages name the path.
+PATH_ERRORS = (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
 
 
 def _add_baselines(sub: argparse._SubParsersAction) -> None:
@@ -67,6 +67,13 @@ def _add_extract(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, metavar="FILE.hdf5")
     p.add_argument("--fps", type=float, default=4.0)
     p.add_argument("--clip-seconds", type=float, default=1.0)
+    p.add_argument(
+        "--durations",
+        default=None,
+        metavar="FILE.json",
+        help="also write {vid: {duration}} (Charades-STA text needs it)",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=_lazy("tvgkit.commands", "extract"))
 
 
@@ -76,6 +83,12 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--video", required=True)
     p.add_argument("--query", required=True)
     p.add_argument("--top", type=int, default=5)
+    p.add_argument(
+        "--fps", type=float, default=None, help="frames per second to sample (default: the run's data.synth.fps)"
+    )
+    p.add_argument(
+        "--clip-seconds", type=float, default=None, help="clip length (default: the run's data.synth.clip_seconds)"
+    )
     p.set_defaults(handler=_lazy("tvgkit.commands", "predict"))
 
 
@@ -111,10 +124,13 @@ def main(argv: list[str] | None = None) -> int:
     from tvgkit.runtime import quiet_warnings
 
     quiet_warnings()
+    from tvgkit.config import ConfigError
+    from tvgkit.errors import InputError
+
     try:
         code = args.handler(args)
-    except (UserError, FileNotFoundError, ValueError, KeyError) as err:
-        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+    except (InputError, ConfigError, *PATH_ERRORS) as err:
+        message = " | ".join(line.strip() for line in str(err).splitlines() if line.strip())
         print(f"tvgkit {args.command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -10,6 +10,8 @@ import json
 import sys
 from pathlib import Path
 
+from tvgkit.errors import InputError
+
 QUICK_NOTE = "no config given: a quick run on the kit's synthetic videos (CPU-sized)"
 
 
@@ -32,12 +34,11 @@ def train(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace, main: bool) -> int:
     from tvgkit import config
     from tvgkit.checkpoint import Interrupted
-    from tvgkit.cli import UserError
     from tvgkit.train import RunConfig, train
 
     if args.resume:
         if args.config or args.set:
-            raise UserError("--resume continues a run with its own config.yaml: give no CONFIG and no --set")
+            raise InputError("--resume continues a run with its own config.yaml: give no CONFIG and no --set")
         cfg = None
     else:
         if args.config is None and not args.set and main:
@@ -68,7 +69,7 @@ def baselines(args: argparse.Namespace) -> int:
     from tvgkit.train import RunConfig, blind_baselines
 
     if args.split != "test":
-        raise ValueError("on the synthetic set the baselines are scored on the test split")
+        raise InputError("on the synthetic set the baselines are scored on the test split")
     cfg = RunConfig(seed=args.seed, name="baselines")
     results = blind_baselines(cfg, progress=False)
     print(f"synthetic test; query-blind model = the quick default trained with emptied queries (seed {args.seed})")
@@ -112,15 +113,34 @@ def synth(args: argparse.Namespace) -> int:
 
 
 def extract(args: argparse.Namespace) -> int:
+    """``tvgkit extract``: one HDF5 ``{file stem: [clips, dim]}`` (and the durations, for Charades-STA text
+    annotations), written only once every video has been read.
+
+    The progress bar counts frames for one video and videos for several.
+    """
+    from tqdm.auto import tqdm
+
     from tvgkit.data.extract import extract_video
     from tvgkit.data.features import write_hdf5
 
-    features = {}
+    stems: dict[str, str] = {}
     for video in args.videos:
-        feats, duration = extract_video(video, fps=args.fps, clip_seconds=args.clip_seconds)
-        features[Path(video).stem] = feats
-        print(f"{video}: {duration:.1f} s -> {feats.shape[0]} clips x {feats.shape[1]} features")
+        if Path(video).stem in stems:
+            raise InputError(f"{video} and {stems[Path(video).stem]} would both be video {Path(video).stem!r}")
+        stems[Path(video).stem] = video
+    features, durations = {}, {}
+    several = len(stems) > 1
+    bar = tqdm(stems.items(), desc="extract", unit="video", disable=args.quiet or not several)
+    for vid, video in bar:
+        feats, duration = extract_video(video, args.fps, args.clip_seconds, progress=not (args.quiet or several))
+        features[vid], durations[vid] = feats, {"duration": round(duration, 3)}
+        bar.write(f"{video}: {duration:.1f} s -> {feats.shape[0]} clips x {feats.shape[1]} features")
     print(f"wrote {write_hdf5(features, args.out)}")
+    if args.durations:
+        path = Path(args.durations)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(durations, indent=1))
+        print(f"wrote {path}")
     return 0
 
 
@@ -133,9 +153,17 @@ def predict(args: argparse.Namespace) -> int:
     from tvgkit.model import decode_spans, span_probs
     from tvgkit.train import load_run
 
+    if args.top < 1:
+        raise InputError(f"--top must be at least 1, got {args.top}")
     model, tokenizer, cfg = load_run(args.run_dir)
-    synth = cfg.data.synth
-    feats, duration = extract_video(args.video, fps=synth.fps, clip_seconds=synth.clip_seconds)
+    fps = cfg.data.synth.fps if args.fps is None else args.fps
+    clip_seconds = cfg.data.synth.clip_seconds if args.clip_seconds is None else args.clip_seconds
+    feats, duration = extract_video(args.video, fps, clip_seconds)
+    if feats.shape[1] != model.feat_mean.numel():
+        raise InputError(
+            f"{args.video}: tvgkit extract gives {feats.shape[1]} features per clip, but the run {args.run_dir} was "
+            f"trained on {model.feat_mean.numel()}-dim features (predict --video needs a run trained on extracted ones)"
+        )
     if len(feats) > cfg.data.max_clips:
         feats = resample(feats, cfg.data.max_clips)[0]
     video = torch.from_numpy(feats)[None]

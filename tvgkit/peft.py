@@ -37,6 +37,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from tvgkit.config import ConfigError
 from tvgkit.runtime import quiet_warnings
 
 METHODS = ("full", "frozen", "lora", "adalora", "bitfit", "adapter", "prefix", "prompt", "ia3")
@@ -131,7 +132,7 @@ def _add_adapters(model: nn.Module, bottleneck: int, train_layernorm: bool) -> N
 # ----------------------------------------------------------------------------------------------------------- apply
 def _options(method: str, options: dict) -> dict:
     if method not in METHODS:
-        raise ValueError(f"unknown PEFT method {method!r}; choose one of {METHODS}")
+        raise ConfigError(f"text.peft: unknown PEFT method {method!r}; choose one of {METHODS}")
     return {**DEFAULTS[method], **options}
 
 
@@ -145,7 +146,7 @@ def apply(model: nn.Module, method: str, **options) -> nn.Module:
     """
     opts = _options(method, options)
     if method in ("full", "frozen", "bitfit") and options:
-        raise ValueError(f"{method} takes no options, got {sorted(options)}")
+        raise ConfigError(f"text.peft_options: {method} takes no options, got {sorted(options)}")
     if method == "full":
         return model.requires_grad_(True)
     if method == "frozen":

@@ -34,7 +34,9 @@ class TextConfig:
     heads: int = 4
     intermediate: int = 256
     vocab_size: int = 600
-    dropout: float = 0.1
+    # 0, not BERT's 0.1: in minutes-long runs dropout slowed the learning of which object a query names (quick
+    # synthetic run, 3000 videos: validation R1@0.5 after two epochs 47 with 0.1, 58 with 0). Set it for R-Drop.
+    dropout: float = 0.0
     peft: str = "full"
     peft_options: dict = field(default_factory=dict)
 

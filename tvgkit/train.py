@@ -28,13 +28,20 @@ from tvgkit.data.dataset import GroundingDataset, feature_stats, fill_template, 
 from tvgkit.data.records import Record
 from tvgkit.data.synthetic import SynthConfig
 from tvgkit.diagnostics import NonFiniteError, NonFiniteGuard, audit_eval_loader, audit_optimizers
+from tvgkit.errors import InputError
 from tvgkit.model import GroundingModel, ModelConfig, decode_spans, grounding_loss, span_probs
 from tvgkit.text import TextConfig
 
 
 @dataclass
 class DataConfig:
-    """``synthetic`` renders (or reuses) the kit's dataset; ``files`` reads JSONL annotations + a feature store."""
+    """``synthetic`` renders (or reuses) the kit's dataset; ``files`` reads annotations + a feature store.
+
+    With ``files``, ``train``/``val``/``test`` are annotation files in any supported format (``.jsonl``, Charades-STA
+    ``.txt`` with ``durations``, ActivityNet or TACoS ``.json``) and ``features`` an HDF5 file or a .npy/.npz folder.
+    Before a run starts, every annotated video must have features, all ``feature_dim`` wide when that is set;
+    ``skip_missing_features`` drops (and counts) the queries of videos without features instead of refusing.
+    """
 
     dataset: str = "synthetic"
     synth: SynthConfig = field(default_factory=SynthConfig)
@@ -42,12 +49,15 @@ class DataConfig:
     val: str | None = None
     test: str | None = None
     features: str | None = None
+    durations: str | None = None
+    feature_dim: int | None = None
+    skip_missing_features: bool = False
     max_clips: int = 64
 
 
 @dataclass
 class OptimConfig:
-    epochs: int = 12
+    epochs: int = 5
     batch_size: int = 32
     lr: float = 1e-3
     weight_decay: float = 0.01
@@ -92,7 +102,7 @@ PRESETS: dict[str, list[str]] = {
         "text.heads=2",
         "text.intermediate=64",
         "train.epochs=2",
-        "train.batch_size=16",
+        "train.batch_size=20",  # 38 training queries: two steps per epoch
         "train.log_every=1",
         "train.threads=1",
     ],
@@ -136,9 +146,12 @@ class Result:
 
 
 def load_splits(cfg: DataConfig, progress: bool = True) -> Splits:
-    """Records of train/val/test and the feature store; a missing validation split is cut from train by video."""
-    from tvgkit.data.features import open_features
-    from tvgkit.data.formats import read_jsonl
+    """Records of train/val/test and the feature store; a missing validation split is cut from train by video.
+
+    Every check of the data happens here, before a run folder exists (see :func:`tvgkit.data.features.check_coverage`).
+    """
+    from tvgkit.data.features import check_coverage, open_features
+    from tvgkit.data.formats import read_annotations
 
     if cfg.dataset == "synthetic":
         from tvgkit.data.synthetic import build
@@ -148,15 +161,28 @@ def load_splits(cfg: DataConfig, progress: bool = True) -> Splits:
         features = data.features
     elif cfg.dataset == "files":
         if not (cfg.train and cfg.test and cfg.features):
-            raise ValueError("data.dataset=files needs data.train, data.test and data.features (data.val optional)")
+            raise configs.ConfigError(
+                "data.dataset=files needs data.train, data.test and data.features (data.val optional)"
+            )
         paths = {"train": cfg.train, "val": cfg.val, "test": cfg.test}
         features = cfg.features
     else:
-        raise ValueError(f"data.dataset must be 'synthetic' or 'files', got {cfg.dataset!r}")
-    records = {s: read_jsonl(p)[0] for s, p in paths.items() if p}
+        raise configs.ConfigError(f"data.dataset must be 'synthetic' or 'files', got {cfg.dataset!r}")
+    say = distributed.current().main  # under torchrun, rank 0 speaks for all
+    records = {}
+    for split, path in ((s, p) for s, p in paths.items() if p):
+        records[split], report = read_annotations(path, cfg.durations)
+        if cfg.dataset == "files" and say:  # one's own annotations: show what the clean-up repaired or dropped
+            print(report)
+    store = open_features(features)
+    records, coverage = check_coverage(store, records, cfg.feature_dim, cfg.skip_missing_features)
+    if coverage.n_skipped and say:
+        print(coverage)
     if "val" not in records:
         records["train"], records["val"] = split_by_video(records["train"], [0.9, 0.1])
-    return Splits(records, open_features(features))
+        if not (records["train"] and records["val"]):
+            raise configs.ConfigError("data.val: too few training videos to cut a validation split; give data.val")
+    return Splits(records, store)
 
 
 def build_model(cfg: RunConfig, train_records: list[Record], feature_dim: int, tokenizer_dir: Path | None = None):
@@ -240,6 +266,9 @@ def train(
         cfg, state = _resume_point(Path(resume))
     elif cfg is None:
         raise ValueError("train() needs a config, or resume=RUN_DIR")
+    if cfg.train.rdrop_alpha > 0 and cfg.text.encoder == "random-bert" and cfg.text.dropout == 0:
+        # Without dropout both passes are identical: the R-Drop term would be 0 and the run plain training.
+        raise configs.ConfigError("train.rdrop_alpha > 0 needs dropout: set text.dropout (e.g. 0.1)")
     trainer = _Trainer(cfg, progress, splits, Path(resume) if resume is not None else None, state)
     return trainer.run(on_step)
 
@@ -249,7 +278,7 @@ def _resume_point(run_dir: Path) -> tuple[RunConfig, dict]:
     if not (run_dir / "config.yaml").exists():
         raise FileNotFoundError(f"{run_dir}: not a run folder (no config.yaml)")
     if (run_dir / "metrics.json").exists():
-        raise ValueError(f"{run_dir}: the run has finished (metrics.json exists); nothing to resume")
+        raise InputError(f"{run_dir}: the run has finished (metrics.json exists); nothing to resume")
     if not (run_dir / "last.pt").exists():
         raise FileNotFoundError(f"{run_dir}: no last.pt to resume from (it is written at the end of every epoch)")
     return configs.load(RunConfig, run_dir / "config.yaml"), checkpoint.load(run_dir / "last.pt")
@@ -328,7 +357,7 @@ class _Trainer:
 
         self.cfg, self.opt, self.world = cfg, cfg.train, distributed.current()
         if state is not None and state["world"] != self.world.size:
-            raise ValueError(f"{run_dir}: the run trained with {state['world']} processes; resume it with as many")
+            raise InputError(f"{run_dir}: the run trained with {state['world']} processes; resume it with as many")
         self.progress = progress and self.world.main
         # N processes on a CPU share its cores; left alone, each would take them all and they would thrash.
         threads = self.opt.threads or (max(1, _cores() // self.world.size) if self.world.size > 1 else None)
@@ -635,10 +664,17 @@ def predict_run(
 
     ``ensemble=None`` keeps the run's own prompt-ensemble setting.
     """
+    from tvgkit.data.features import FeatureError
+
     model, tokenizer, cfg = load_run(run_dir)
     splits = splits or load_splits(cfg.data, progress=False)
     if split not in splits.records:
-        raise ValueError(f"split {split!r} not in {sorted(splits.records)}")
+        raise InputError(f"split {split!r} not in {sorted(splits.records)}")
+    if splits.features.dim != model.feat_mean.numel():
+        raise FeatureError(
+            f"{splits.features.path}: features have {splits.features.dim} dims but the checkpoint of {run_dir} "
+            f"was trained on {model.feat_mean.numel()}"
+        )
     records = splits.records[split]
     ds = GroundingDataset(
         records, splits.features, tokenizer, cfg.model.templates, cfg.data.max_clips, query_blind=cfg.train.query_blind

@@ -12,11 +12,15 @@ would cost about four times more and was not needed.
 
 from __future__ import annotations
 
+import math
+import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import cv2
 import numpy as np
+
+from tvgkit.errors import InputError
 
 FRAME_SIZE = 64
 COLOURS = ("red", "yellow", "green", "blue")
@@ -33,6 +37,10 @@ ENERGY_SCALE = 10.0
 N_SLOTS = len(COLOURS) * len(SHAPES)
 FRAME_DIM = N_SLOTS * len(SLOT_FIELDS)
 FEATURE_DIM = FRAME_DIM + N_SLOTS * len(CHANGE_FIELDS) + 4
+
+
+class VideoError(InputError):
+    """A file OpenCV cannot read as a video (or one with no frame): the message names the file."""
 
 
 def shape_of(fill_ratio: float) -> int:
@@ -126,9 +134,16 @@ def _pool(stats: list[np.ndarray], energy: list[np.ndarray]) -> np.ndarray:
 
 def read_frames(path: str | Path, fps: float = 4.0, size: int = FRAME_SIZE) -> tuple[Iterator[np.ndarray], float]:
     """Frames of a video file resampled to ``fps`` and resized to ``size`` x ``size``; also the duration (s)."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{path}: no such video file")
+    # The kit names a file it cannot read itself; libav's own lines ("moov atom not found") would only add noise.
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
     cap = cv2.VideoCapture(str(path))
     if not cap.isOpened():
-        raise FileNotFoundError(f"{path}: cannot open this video with OpenCV")
+        raise VideoError(f"{path}: OpenCV cannot read this file as a video")
+    if (int(cap.get(cv2.CAP_PROP_FOURCC)) & 0xFFFFFFFF).to_bytes(4, "little") == b"ansi":
+        cap.release()  # FFmpeg's tty demuxer plays any .txt file as a video of its text
+        raise VideoError(f"{path}: a text file, not a video")
     src_fps = cap.get(cv2.CAP_PROP_FPS) or fps
     n_frames = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
     duration = n_frames / src_fps if n_frames > 0 else 0.0
@@ -150,20 +165,40 @@ def read_frames(path: str | Path, fps: float = 4.0, size: int = FRAME_SIZE) -> t
     return frames(), duration
 
 
-def extract_video(path: str | Path, fps: float = 4.0, clip_seconds: float = 1.0) -> tuple[np.ndarray, float]:
-    """Features [clips, FEATURE_DIM] and duration (s) of a video file: what ``tvgkit extract`` writes per video."""
+def extract_video(
+    path: str | Path, fps: float = 4.0, clip_seconds: float = 1.0, progress: bool = False
+) -> tuple[np.ndarray, float]:
+    """Features [clips, FEATURE_DIM] and duration (s) of a video file: what ``tvgkit extract`` writes per video.
+
+    ``progress`` shows a tqdm bar over the sampled frames (a long video takes minutes).
+    """
+    from tqdm.auto import tqdm
+
+    if fps <= 0 or clip_seconds <= 0:
+        raise InputError(f"fps ({fps}) and clip_seconds ({clip_seconds}) must be positive")
     frames, duration = read_frames(path, fps)
-    feats = clip_features(frames, fps, clip_seconds)
+    total = math.ceil(duration * fps) if duration else None
+    with tqdm(frames, total=total, desc=Path(path).name, unit="frame", disable=not progress) as bar:
+        feats = clip_features(bar, fps, clip_seconds)
+    if len(feats) == 0:
+        raise VideoError(f"{path}: OpenCV opened the file but read no frame from it")
     return feats, duration or len(feats) * clip_seconds
 
 
-def write_video(frames: np.ndarray, path: str | Path, fps: float) -> Path:
-    """Write uint8 BGR frames [T, H, W, 3] as an mp4 (for ``tvgkit predict`` demos and tests)."""
+def write_video(frames: np.ndarray, path: str | Path, fps: float, scale: int = 4) -> Path:
+    """Write uint8 BGR frames [T, H, W, 3] as an mp4, each pixel a ``scale`` x ``scale`` block (demos and tests).
+
+    Why enlarge: the codec works on 16 x 16 blocks with chroma at half resolution, which at 64 x 64 smears a shape
+    into its neighbour: on 12 rendered videos 4 to 76 blob presences per video changed (of 79 to 177) and the clip
+    features moved by 0.7 to 4 times their own norm. Enlarged 4x, 0 to 2 changed and 99% of the feature values read
+    back lie within 0.05 of the frames' own (``read_frames`` shrinks with INTER_AREA, which undoes the enlargement
+    exactly), as a real video's would.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    h, w = frames.shape[1:3]
+    h, w = frames.shape[1] * scale, frames.shape[2] * scale
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
     for frame in frames:
-        writer.write(frame)
+        writer.write(cv2.resize(frame, (w, h), interpolation=cv2.INTER_NEAREST) if scale != 1 else frame)
     writer.release()
     return path

@@ -8,20 +8,47 @@ Layouts (``open_features(path, layout=...)``):
 * ``"npz"``: a folder of ``<vid>.npz`` files holding ``"features"`` (Moment-DETR / lighthouse clip features).
 
 Every store hands out ``float32 [clips, dim]`` arrays and refuses non-finite values, naming the video: a NaN in one
-video's features otherwise surfaces hours later as a NaN loss with no culprit.
+video's features otherwise surfaces hours later as a NaN loss with no culprit. :func:`check_coverage` checks, before
+a run starts, that every annotated video has features of one width (listing the missing ones, or skipping them when
+asked, with a count): a missing video otherwise stops a run at its first epoch, or deep inside torch.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import h5py
 import numpy as np
 
+from tvgkit.data.records import Record
+from tvgkit.errors import InputError
+
 LAYOUTS = ("hdf5", "hdf5-c3d", "npy", "npz")
 C3D_KEY = "c3d_features"
 NPZ_KEY = "features"
+SHOW_MISSING = 5  # how many missing video ids an error or report names before it only counts
+
+
+class FeatureError(InputError):
+    """A feature file or folder that cannot be used: the message names it, the video and the reason."""
+
+
+class MissingFeaturesError(FeatureError, KeyError):
+    """Videos with no features (also a KeyError, as a mapping's missing key is)."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
+def _open_hdf5(path: Path) -> h5py.File:
+    """Open read-only; a file that is not HDF5 (or is truncated) is a FeatureError naming it, not an h5py OSError."""
+    try:
+        return h5py.File(path, "r")
+    except OSError as err:
+        raise FeatureError(f"{path}: not a readable HDF5 file ({err})") from None
 
 
 def _detect(path: Path) -> str:
@@ -29,12 +56,14 @@ def _detect(path: Path) -> str:
     if path.is_dir():
         suffixes = {p.suffix for p in path.iterdir() if p.suffix in (".npy", ".npz")}
         if len(suffixes) != 1:
-            raise ValueError(f"{path}: expected a folder of <vid>.npy or of <vid>.npz files, found {sorted(suffixes)}")
+            raise FeatureError(
+                f"{path}: expected a folder of <vid>.npy or of <vid>.npz files, found {sorted(suffixes)}"
+            )
         return suffixes.pop()[1:]
-    with h5py.File(path, "r") as f:
+    with _open_hdf5(path) as f:
         first = next(iter(f.keys()), None)
         if first is None:
-            raise ValueError(f"{path}: the HDF5 file holds no videos")
+            raise FeatureError(f"{path}: the HDF5 file holds no videos")
         return "hdf5-c3d" if isinstance(f[first], h5py.Group) else "hdf5"
 
 
@@ -47,9 +76,9 @@ class FeatureStore:
             raise FileNotFoundError(f"{self.path}: no such feature file or folder")
         self.layout = _detect(self.path) if layout == "auto" else layout
         if self.layout not in LAYOUTS:
-            raise ValueError(f"unknown feature layout {layout!r}; choose from {LAYOUTS} or 'auto'")
+            raise FeatureError(f"unknown feature layout {layout!r}; choose from {LAYOUTS} or 'auto'")
         self.l2_normalise = l2_normalise
-        self._file = h5py.File(self.path, "r") if self.layout.startswith("hdf5") else None
+        self._file = _open_hdf5(self.path) if self.layout.startswith("hdf5") else None
         if self._file is not None:
             self.vids = list(self._file.keys())
         else:
@@ -66,15 +95,30 @@ class FeatureStore:
         with np.load(self.path / f"{vid}.npz") as data:
             return data[NPZ_KEY]
 
+    def shape(self, vid: str) -> tuple[int, ...]:
+        """The stored shape of one video's features, read without loading them (except from .npz)."""
+        if vid not in self._vid_set:
+            raise MissingFeaturesError(f"{self.path}: no features for video {vid!r}")
+        if self.layout == "hdf5":
+            return self._file[vid].shape
+        if self.layout == "hdf5-c3d":
+            return self._file[vid][C3D_KEY].shape
+        if self.layout == "npy":
+            return np.load(self.path / f"{vid}.npy", mmap_mode="r").shape
+        return self._raw(vid).shape
+
     def __getitem__(self, vid: str) -> np.ndarray:
         if vid not in self._vid_set:
-            raise KeyError(f"{self.path}: no features for video {vid!r}")
+            raise MissingFeaturesError(f"{self.path}: no features for video {vid!r}")
         array = np.asarray(self._raw(vid), dtype=np.float32)
         if array.ndim != 2:
-            raise ValueError(f"{self.path}: features of video {vid!r} have shape {array.shape}, expected [clips, dim]")
+            raise FeatureError(f"{self.path}: features of video {vid!r} are {array.shape}, expected [clips, dim]")
         if not np.isfinite(array).all():
-            bad = int((~np.isfinite(array)).any(axis=1).sum())
-            raise ValueError(f"{self.path}: features of video {vid!r} hold non-finite values in {bad} clip(s)")
+            rows = np.flatnonzero((~np.isfinite(array)).any(axis=1))
+            raise FeatureError(
+                f"{self.path}: features of video {vid!r} hold non-finite values in {len(rows)} clip(s), "
+                f"first at clip {rows[0]}"
+            )
         if self.l2_normalise:
             norms = np.linalg.norm(array, axis=1, keepdims=True)
             array = array / np.maximum(norms, np.float32(1e-12))
@@ -90,7 +134,7 @@ class FeatureStore:
     def dim(self) -> int:
         """Feature width, read from the first video."""
         if not self.vids:
-            raise ValueError(f"{self.path}: the store holds no videos")
+            raise FeatureError(f"{self.path}: the store holds no videos")
         return int(self[self.vids[0]].shape[1])
 
     def missing(self, vids: Iterable[str]) -> list[str]:
@@ -114,22 +158,94 @@ def open_features(path: str | Path, layout: str = "auto", l2_normalise: bool = F
     return FeatureStore(path, layout=layout, l2_normalise=l2_normalise)
 
 
+def _some(ids: Sequence[str]) -> str:
+    """The first few ids, then how many more: an error stays one readable line for a thousand missing videos."""
+    more = len(ids) - SHOW_MISSING
+    return ", ".join(ids[:SHOW_MISSING]) + (f" and {more} more" if more > 0 else "")
+
+
+@dataclass
+class Coverage:
+    """What :func:`check_coverage` found: the features' width and the queries skipped for want of features."""
+
+    source: str
+    dim: int
+    n_skipped: int = 0
+    missing_vids: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        if not self.missing_vids:
+            return f"{self.source}: features ({self.dim} dims) for every annotated video"
+        return (
+            f"{self.source}: skipped {self.n_skipped} queries of {len(self.missing_vids)} videos "
+            f"with no features ({_some(self.missing_vids)})"
+        )
+
+
+def check_coverage(
+    store: FeatureStore,
+    splits: Mapping[str, Sequence[Record]],
+    feature_dim: int | None = None,
+    skip_missing: bool = False,
+) -> tuple[dict[str, list[Record]], Coverage]:
+    """Check, before a run starts, that every annotated video has features ``[clips >= 1, dim]`` of one width.
+
+    Videos with no features are an error that lists them (the first few, and the count) unless ``skip_missing``:
+    then their queries are dropped and counted in the returned :class:`Coverage`. ``feature_dim`` (the config's
+    ``data.feature_dim``), when given, must equal every video's width. A split left with no query is an error too.
+    Returns the kept records per split and the coverage.
+    """
+    vids = list(dict.fromkeys(r.vid for records in splits.values() for r in records))
+    missing = store.missing(vids)
+    lacking = set(missing)
+    n_skipped = sum(r.vid in lacking for records in splits.values() for r in records)
+    if missing and not skip_missing:
+        raise MissingFeaturesError(
+            f"{store.path}: no features for {len(missing)} of {len(vids)} annotated videos ({_some(missing)}); "
+            f"fix the video ids, or set data.skip_missing_features=true to skip their {n_skipped} queries"
+        )
+    kept = {split: [r for r in records if r.vid not in lacking] for split, records in splits.items()}
+    dim, first = feature_dim, None
+    for vid in (v for v in vids if v not in lacking):
+        shape = store.shape(vid)
+        if len(shape) != 2 or shape[0] < 1:
+            raise FeatureError(f"{store.path}: features of video {vid!r} are {shape}, expected [clips >= 1, dim]")
+        if dim is None:
+            dim, first = shape[1], vid
+        elif shape[1] != dim:
+            expected = f"data.feature_dim is {dim}" if first is None else f"those of video {first!r} have {dim}"
+            raise FeatureError(f"{store.path}: features of video {vid!r} have {shape[1]} dims but {expected}")
+    for split, records in kept.items():
+        if not records:
+            reason = f" (all {len(splits[split])} lack features)" if splits[split] else ""
+            raise InputError(f"split {split!r} has no queries{reason}")
+    return kept, Coverage(str(store.path), int(dim or 0), n_skipped, missing)
+
+
 def write_hdf5(features: Mapping[str, np.ndarray], path: str | Path, group_key: str | None = None) -> Path:
     """Write ``{vid: [clips, dim]}`` as HDF5 ``f[vid]`` (float32), or ``f[vid][group_key]`` when given.
 
-    ``group_key="c3d_features"`` writes the ActivityNet C3D layout.
+    ``group_key="c3d_features"`` writes the ActivityNet C3D layout. Every array is checked before anything is
+    written, and the file is written beside ``path`` then renamed, so a failure never leaves a half-written file or
+    destroys the one that was there.
     """
     path = Path(path)
+    arrays = {vid: np.asarray(array, dtype=np.float32) for vid, array in features.items()}
+    for vid, array in arrays.items():
+        if array.ndim != 2:
+            raise FeatureError(f"features of video {vid!r} have shape {array.shape}, expected [clips, dim]")
+        if not np.isfinite(array).all():
+            raise FeatureError(f"features of video {vid!r} hold non-finite values")
     path.parent.mkdir(parents=True, exist_ok=True)
-    with h5py.File(path, "w") as f:
-        for vid, array in features.items():
-            array = np.asarray(array, dtype=np.float32)
-            if array.ndim != 2:
-                raise ValueError(f"features of video {vid!r} have shape {array.shape}, expected [clips, dim]")
-            if not np.isfinite(array).all():
-                raise ValueError(f"features of video {vid!r} hold non-finite values")
-            target = f.create_group(vid) if group_key else f
-            target.create_dataset(group_key or vid, data=array)
+    partial = path.with_name(path.name + ".partial")
+    try:
+        with h5py.File(partial, "w") as f:
+            for vid, array in arrays.items():
+                target = f.create_group(vid) if group_key else f
+                target.create_dataset(group_key or vid, data=array)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
     return path
 
 

@@ -11,7 +11,9 @@ field's pipelines apply (2D-TAN, VSLNet, lighthouse), made explicit:
 Clipping is counted per kept window (a window that is dropped anyway is counted once, as dropped).
 
 What cannot be repaired is a :class:`FormatError` naming the file, the line (or key) and what is wrong: an empty
-query, a time that is not a finite number, a negative end, a duration that is not positive, a video with no duration.
+query, a time that is not a finite number, a negative end, a duration that is not positive, a video with no duration,
+a file that is not UTF-8 text. :func:`read_annotations` picks the reader from the file itself, so a user's own
+annotations can be in any of these formats.
 """
 
 from __future__ import annotations
@@ -24,11 +26,12 @@ from pathlib import Path
 
 from tvgkit.data.locate import dataset_dir
 from tvgkit.data.records import Record, Report
+from tvgkit.errors import InputError
 
 MAX_EXAMPLES = 20
 
 
-class FormatError(ValueError):
+class FormatError(InputError):
     """A malformed annotation: the message names the file, the line or key, and the reason."""
 
     def __init__(self, path: str | Path, where: str | int | None, reason: str):
@@ -96,6 +99,9 @@ class _Cleaner:
         return self.records, self.report
 
 
+NOT_TEXT = "not UTF-8 text (a binary file given as annotations?)"
+
+
 def _read_json(path: str | Path):
     path = Path(path)
     try:
@@ -103,6 +109,18 @@ def _read_json(path: str | Path):
             return json.load(handle)
     except json.JSONDecodeError as err:
         raise FormatError(path, err.lineno, f"invalid JSON: {err.msg}") from None
+    except UnicodeDecodeError:
+        raise FormatError(path, None, NOT_TEXT) from None
+
+
+def _lines(path: Path):
+    """(line number, line) of a UTF-8 text file; undecodable bytes are a FormatError naming the line."""
+    with path.open("rb") as handle:
+        for lineno, raw in enumerate(handle, start=1):
+            try:
+                yield lineno, raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise FormatError(path, lineno, NOT_TEXT) from None
 
 
 def _mapping(data, path) -> Mapping:
@@ -118,11 +136,14 @@ def read_durations(path: str | Path) -> dict[str, float]:
     """
     path = Path(path)
     if path.suffix == ".csv":
-        with path.open(encoding="utf-8", newline="") as handle:
-            reader = csv.DictReader(handle)
-            if not reader.fieldnames or "id" not in reader.fieldnames or "length" not in reader.fieldnames:
-                raise FormatError(path, 1, f"header must have 'id' and 'length' columns, got {reader.fieldnames}")
-            return {row["id"]: _number(row["length"], path, reader.line_num, "length") for row in reader}
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise FormatError(path, None, NOT_TEXT) from None
+        reader = csv.DictReader(text.splitlines())
+        if not reader.fieldnames or "id" not in reader.fieldnames or "length" not in reader.fieldnames:
+            raise FormatError(path, 1, f"header must have 'id' and 'length' columns, got {reader.fieldnames}")
+        return {row["id"]: _number(row["length"], path, reader.line_num, "length") for row in reader}
     if path.suffix == ".json":
         durations = {}
         for vid, info in _mapping(_read_json(path), path).items():
@@ -141,19 +162,18 @@ def read_charades_sta(txt_path: str | Path, durations_path: str | Path) -> tuple
     txt_path = Path(txt_path)
     durations = read_durations(durations_path)
     cleaner = _Cleaner(txt_path)
-    with txt_path.open(encoding="utf-8") as handle:
-        for lineno, line in enumerate(handle, start=1):
-            line = line.rstrip("\r\n")
-            if not line.strip():
-                continue
-            head, sep, query = line.partition("##")
-            parts = head.split()
-            if not sep or len(parts) != 3:
-                raise FormatError(txt_path, lineno, f"expected 'VID start end##sentence', got {line[:80]!r}")
-            vid, start, end = parts
-            if vid not in durations:
-                raise FormatError(txt_path, lineno, f"video {vid!r} has no duration in {durations_path}")
-            cleaner.add(lineno, vid, f"{vid}_{lineno}", query, durations[vid], [(start, end)])
+    for lineno, line in _lines(txt_path):
+        line = line.rstrip("\r\n")
+        if not line.strip():
+            continue
+        head, sep, query = line.partition("##")
+        parts = head.split()
+        if not sep or len(parts) != 3:
+            raise FormatError(txt_path, lineno, f"expected 'VID start end##sentence', got {line[:80]!r}")
+        vid, start, end = parts
+        if vid not in durations:
+            raise FormatError(txt_path, lineno, f"video {vid!r} has no duration in {durations_path}")
+        cleaner.add(lineno, vid, f"{vid}_{lineno}", query, durations[vid], [(start, end)])
     return cleaner.result()
 
 
@@ -163,8 +183,12 @@ def read_activitynet(json_path: str | Path) -> tuple[list[Record], Report]:
     Query ids are ``<vid>_<index>``; the leading space many sentences carry is stripped.
     """
     json_path = Path(json_path)
+    return _activitynet(_mapping(_read_json(json_path), json_path), json_path)
+
+
+def _activitynet(data: Mapping, json_path: Path) -> tuple[list[Record], Report]:
     cleaner = _Cleaner(json_path)
-    for vid, info in _mapping(_read_json(json_path), json_path).items():
+    for vid, info in data.items():
         if not isinstance(info, dict) or not {"duration", "timestamps", "sentences"} <= info.keys():
             raise FormatError(json_path, vid, "needs 'duration', 'timestamps' and 'sentences'")
         if len(info["timestamps"]) != len(info["sentences"]):
@@ -185,8 +209,12 @@ def read_tacos(json_path: str | Path) -> tuple[list[Record], Report]:
     dropped from the video id, as lighthouse does, so ids match feature files keyed by the bare name.
     """
     json_path = Path(json_path)
+    return _tacos(_mapping(_read_json(json_path), json_path), json_path)
+
+
+def _tacos(data: Mapping, json_path: Path) -> tuple[list[Record], Report]:
     cleaner = _Cleaner(json_path)
-    for key, info in _mapping(_read_json(json_path), json_path).items():
+    for key, info in data.items():
         if not isinstance(info, dict) or not {"timestamps", "sentences", "fps", "num_frames"} <= info.keys():
             raise FormatError(json_path, key, "needs 'timestamps', 'sentences', 'fps' and 'num_frames'")
         if len(info["timestamps"]) != len(info["sentences"]):
@@ -210,22 +238,49 @@ def read_jsonl(path: str | Path) -> tuple[list[Record], Report]:
     """Moment-DETR / lighthouse JSONL: one ``{"qid", "query", "duration", "vid", "relevant_windows"}`` per line."""
     path = Path(path)
     cleaner = _Cleaner(path)
-    with path.open(encoding="utf-8") as handle:
-        for lineno, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                item = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise FormatError(path, lineno, f"invalid JSON: {err.msg}") from None
-            missing = {"qid", "query", "duration", "vid", "relevant_windows"} - set(item)
-            if missing:
-                raise FormatError(path, lineno, f"missing {sorted(missing)}")
-            windows = item["relevant_windows"]
-            if not isinstance(windows, list) or not windows:
-                raise FormatError(path, lineno, "'relevant_windows' must be a non-empty list of [start, end]")
-            cleaner.add(lineno, str(item["vid"]), str(item["qid"]), item["query"], item["duration"], windows)
+    for lineno, line in _lines(path):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise FormatError(path, lineno, f"invalid JSON: {err.msg}") from None
+        if not isinstance(item, dict):
+            raise FormatError(path, lineno, f"expected a JSON object, got {type(item).__name__}")
+        missing = {"qid", "query", "duration", "vid", "relevant_windows"} - set(item)
+        if missing:
+            raise FormatError(path, lineno, f"missing {sorted(missing)}")
+        windows = item["relevant_windows"]
+        if not isinstance(windows, list) or not windows:
+            raise FormatError(path, lineno, "'relevant_windows' must be a non-empty list of [start, end]")
+        cleaner.add(lineno, str(item["vid"]), str(item["qid"]), item["query"], item["duration"], windows)
     return cleaner.result()
+
+
+def read_annotations(path: str | Path, durations: str | Path | None = None) -> tuple[list[Record], Report]:
+    """Annotations in any supported format, told apart by the file itself (a user's own files need no format key).
+
+    ``.jsonl``: Moment-DETR / lighthouse; ``.txt``: Charades-STA (``durations`` names its CSV or JSON durations file);
+    ``.json`` keyed by video id: TACoS as 2D-TAN ships it when the entries hold ``fps`` and ``num_frames``, else
+    ActivityNet Captions.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".jsonl":
+        return read_jsonl(path)
+    if suffix == ".txt":
+        if durations is None:
+            raise FormatError(path, None, "Charades-STA text needs a durations file (data.durations=FILE.json or .csv)")
+        return read_charades_sta(path, durations)
+    if suffix != ".json":
+        raise FormatError(path, None, "annotations must be .jsonl, Charades-STA .txt, or ActivityNet / TACoS .json")
+    data = _mapping(_read_json(path), path)
+    first = next(iter(data.values()), None)
+    if first is None:
+        raise FormatError(path, None, "holds no videos")
+    if isinstance(first, dict) and {"fps", "num_frames"} <= first.keys():
+        return _tacos(data, path)
+    return _activitynet(data, path)
 
 
 def write_jsonl(records: Iterable[Record], path: str | Path) -> Path:
@@ -257,10 +312,10 @@ def write_charades_sta(records: Iterable[Record], txt_path: str | Path, duration
     with txt_path.open("w", encoding="utf-8") as handle:
         for r in records:
             if "\n" in r.query or "##" in r.query or any(c.isspace() for c in r.vid):
-                raise ValueError(f"record {r.qid}: a query with a newline or '##', or a video id with a space")
+                raise InputError(f"record {r.qid}: a query with a newline or '##', or a video id with a space")
             known = durations.setdefault(r.vid, {"duration": r.duration})
             if known["duration"] != r.duration:
-                raise ValueError(f"video {r.vid!r} has two durations: {known['duration']} and {r.duration}")
+                raise InputError(f"video {r.vid!r} has two durations: {known['duration']} and {r.duration}")
             for start, end in r.windows:
                 handle.write(f"{r.vid} {start!r} {end!r}##{r.query}\n")
     durations_json_path.parent.mkdir(parents=True, exist_ok=True)
@@ -311,11 +366,11 @@ def load_dataset(name: str, split: str, data_dir: str | Path | None = None) -> t
     without it ``$TVGKIT_DATA`` (then ``../shared/data``) is used. See ``SPLIT_FILES`` for which file is which split.
     """
     if name not in SPLIT_FILES:
-        raise ValueError(f"unknown dataset {name!r}; choose from {sorted(SPLIT_FILES)}")
+        raise InputError(f"unknown dataset {name!r}; choose from {sorted(SPLIT_FILES)}")
     splits = SPLIT_FILES[name]
     if split not in splits:
         note = " (Charades-STA has no validation split)" if name == "charades-sta" else ""
-        raise ValueError(f"{name} has no split {split!r}{note}; choose from {sorted(splits)}")
+        raise InputError(f"{name} has no split {split!r}{note}; choose from {sorted(splits)}")
     folder = dataset_dir(DATASET_FOLDERS[name], data_dir)
     for reader, ann_file, durations in splits[split]:
         if (folder / ann_file).is_file() and (durations is None or (folder / durations).is_file()):

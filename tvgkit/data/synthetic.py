@@ -49,7 +49,7 @@ NOUNS = {"circle": ("circle", "ball", "disc"), "square": ("square", "box", "bloc
 class SynthConfig:
     """Sizes and statistics of the rendered dataset; every field enters the cache hash."""
 
-    n_train: int = 1000
+    n_train: int = 3000
     n_val: int = 100
     n_test: int = 300
     seed: int = 0
