@@ -1,14 +1,17 @@
 """R-Drop on the synthetic grounding task with the regression head: off, MSE, L1 and SmoothL1, over seeds.
 
 Every run trains ``preset("notebook", ["model.head=regression", ...])`` (the size notebook 05 uses; the benchmark
-takes the preset as it stands, so it follows any change to it) with ``train.rdrop_alpha`` / ``train.rdrop_kind`` set
-per setting, and records the chosen checkpoint's validation and test R1@0.5, R1@0.7 and mIoU, the same checkpoint's
-metrics on the training split (``evaluate_run(run, "train")``), the train/validation gap (train minus validation,
-both from the chosen checkpoint) and the seconds it took. Seeds change the initialisation, the batch order and the
-dropout masks; the data are the same for every run. The best fixed span (a video-blind prior fitted on train) is
+takes the preset as it stands, so it follows any change to it) with text-encoder dropout ``--dropout`` (default 0.1:
+R-Drop needs dropout, and the kit's default encoder has none) and ``train.rdrop_alpha`` / ``train.rdrop_kind`` set
+per setting: ``off`` is the same dropout training without the consistency term, the fair comparison for R-Drop;
+``no_dropout`` is the kit's default model (no dropout, no R-Drop) for reference. Each run records the chosen
+checkpoint's validation and test R1@0.5, R1@0.7 and mIoU, the same checkpoint's metrics on the training split
+(``evaluate_run(run, "train")``), the train/validation gap (train minus validation, both from the chosen checkpoint)
+and the seconds it took. Seeds change the initialisation, the batch order and the dropout masks; the data are the
+same for every run. The best fixed span (a video-blind prior fitted on train) is
 printed alongside: a model at that level has not learned to read the video, and R-Drop then has nothing to act on.
 
-    PYTHONPATH=. python benchmarks/rdrop_grounding.py                      # 3 seeds x 4 settings, 2 processes
+    PYTHONPATH=. python benchmarks/rdrop_grounding.py                      # 3 seeds x 5 settings, 2 processes
     PYTHONPATH=. python benchmarks/rdrop_grounding.py --preset tiny --seeds 2 --jobs 1 --out /tmp/r.json  # smoke
     PYTHONPATH=. python benchmarks/rdrop_grounding.py --seeds 5 --alphas mse=100 l1=2 smooth_l1=200
 
@@ -47,7 +50,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 #: setting name -> R-Drop distance (None: R-Drop off). The regression head's kinds of :mod:`tvgkit.rdrop`.
-SETTINGS: dict[str, str | None] = {"off": None, "mse": "mse", "l1": "l1", "smooth_l1": "smooth_l1"}
+SETTINGS: dict[str, str | None] = {"no_dropout": None, "off": None, "mse": "mse", "l1": "l1", "smooth_l1": "smooth_l1"}
 #: Default alpha per distance (see the module docstring for the scale argument).
 ALPHAS: dict[str, float] = {"mse": 25.0, "l1": 0.5, "smooth_l1": 50.0}
 #: Per-run figures summarised over seeds (percent, except seconds).
@@ -82,19 +85,23 @@ def _load_splits(preset_name: str, extra: list[str]) -> None:
     _SPLITS = load_splits(preset(preset_name, base_overrides(0, extra, "runs")).data, progress=False)
 
 
-def run_one(preset_name: str, setting: str, alpha: float, seed: int, extra: list[str], runs_dir: str) -> dict:
+def run_one(
+    preset_name: str, setting: str, alpha: float, dropout: float, seed: int, extra: list[str], runs_dir: str
+) -> dict:
     """Train one (setting, seed), then score its chosen checkpoint on the training split."""
     from tvgkit.train import evaluate_run, preset, train
 
     kind = SETTINGS[setting]
     rdrop = [f"train.rdrop_alpha={alpha}", f"train.rdrop_kind={kind}"] if kind else ["train.rdrop_alpha=0"]
-    cfg = preset(preset_name, [*base_overrides(seed, extra, runs_dir), *rdrop, f"name=rdrop_{setting}_s{seed}"])
+    dropout = 0.0 if setting == "no_dropout" else dropout
+    overrides = [*base_overrides(seed, extra, runs_dir), f"text.dropout={dropout}", *rdrop]
+    cfg = preset(preset_name, [*overrides, f"name=rdrop_{setting}_s{seed}"])
     start = time.perf_counter()
     result = train(cfg, progress=False, splits=_SPLITS)
     train_split = evaluate_run(result.run_dir, "train", splits=_SPLITS)
     val, test = result.metrics["val_best"], result.metrics["test"]
     terms = [h["rdrop_term"] for h in result.history if "rdrop_term" in h and h["epoch"] == val["epoch"]]
-    row = {"setting": setting, "kind": kind, "alpha": alpha if kind else 0.0, "seed": seed}
+    row = {"setting": setting, "kind": kind, "alpha": alpha if kind else 0.0, "dropout": dropout, "seed": seed}
     for split, metrics in (("val", val), ("test", test), ("train", train_split)):
         row.update({f"{split} {m}": metrics[m] for m in ("R1@0.5", "R1@0.7", "mIoU")})
     row["gap R1@0.5"] = train_split["R1@0.5"] - val["R1@0.5"]
@@ -141,6 +148,9 @@ def main() -> None:
     parser.add_argument("--preset", default="notebook", help="a tvgkit.train preset (tiny for a smoke run)")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=None, help="override the preset's train.epochs")
+    parser.add_argument(
+        "--dropout", type=float, default=0.1, help="text-encoder dropout of every setting but no_dropout"
+    )
     parser.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=list(SETTINGS))
     parser.add_argument("--alphas", nargs="*", default=[], metavar="KIND=ALPHA", help="e.g. mse=25 l1=0.5")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="more config overrides")
@@ -164,7 +174,7 @@ def main() -> None:
     baseline = {s: run_blind_baselines(records["train"], records[s])["best_fixed_span"] for s in ("val", "test")}
     # Seed-major order: the settings of one seed run side by side, so load from other processes hits them alike.
     tasks = [
-        (args.preset, s, alphas.get(s, 0.0), seed, extra, args.runs_dir)
+        (args.preset, s, alphas.get(s, 0.0), args.dropout, seed, extra, args.runs_dir)
         for seed in range(args.seeds)
         for s in args.settings
     ]
@@ -183,6 +193,7 @@ def main() -> None:
         "overrides": base_overrides(0, extra, args.runs_dir)[:2] + extra,
         "seeds": args.seeds,
         "alphas": used,
+        "dropout": args.dropout,
         "jobs": args.jobs,
         "wall_seconds": time.perf_counter() - start,
         "best_fixed_span": baseline,
