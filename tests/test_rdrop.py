@@ -26,6 +26,7 @@ from tvgkit.sentiment_task import (
     make_sentiment_data,
     rdrop_step,
 )
+from tvgkit.train import _Trainer, load_splits, preset
 
 
 def test_symmetric_kl_hand_computed_two_classes():
@@ -173,3 +174,66 @@ def test_rdrop_step_modes_and_accuracy_restores_mode():
     assert doubled.item() == pytest.approx(plain.item(), rel=1e-5) == pytest.approx(two.item(), rel=1e-5)
     acc = accuracy(model, x, y)
     assert model.training and 0.0 <= acc <= 1.0 and acc * 16 == int(acc * 16)
+
+
+def test_smooth_l1_is_half_mse_on_normalised_spans():
+    # SmoothL1 (beta 1) is 0.5 d^2 for |d| < 1: on spans in [0, 1] it never reaches its L1 zone, so it is MSE / 2.
+    torch.manual_seed(7)
+    a, b = torch.rand(64, 2), torch.rand(64, 2)
+    assert regression_distance(a, b, "smooth_l1").item() == pytest.approx(regression_distance(a, b, "mse").item() / 2)
+    far = torch.tensor([[0.0, 3.0]]), torch.tensor([[0.0, 0.0]])  # |d| = 3 > 1: there the two part ways
+    assert regression_distance(*far, "smooth_l1").item() == pytest.approx(2.5 / 2)
+    assert regression_distance(*far, "mse").item() == pytest.approx(9 / 2)
+
+
+# --- the grounding trainer: the term reaches its gradients (regression head, tiny preset) ---
+
+
+@pytest.fixture(scope="module")
+def tiny_splits(tmp_path_factory):
+    root = tmp_path_factory.mktemp("rdrop_trainer")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TVGKIT_CACHE", str(root / "cache"))
+        yield root, load_splits(preset("tiny").data, progress=False)
+
+
+def first_step(tiny_splits, *overrides: str) -> tuple[float, float | None, torch.Tensor, torch.Tensor]:
+    """The trainer's own first optimiser step on the tiny preset with the regression head: (loss, R-Drop term,
+    gradients, weights after the step). Same seed, so the same initial weights, batch and dropout masks; clipping
+    and warmup off, so the gradients compare linearly and the first step has its full learning rate."""
+    root, splits = tiny_splits
+    base = ["model.head=regression", "train.clip_grad=1e9", "train.warmup_ratio=0", f"runs_dir={root / 'runs'}"]
+    trainer = _Trainer(preset("tiny", [*base, *overrides]), False, splits, None, None)
+    try:
+        loss, term, _ = trainer._step(next(iter(trainer.train_loader)))
+    finally:
+        trainer.log.close()
+    grads = torch.cat([p.grad.flatten() for p in trainer.params if p.grad is not None])
+    weights = torch.cat([p.detach().flatten() for p in trainer.params])
+    return loss.item(), None if term is None else term.item(), grads, weights
+
+
+def test_trainer_rdrop_term_is_zero_without_dropout(tiny_splits):
+    # (train() refuses this config for that reason; the trainer's step itself shows why)
+    off = first_step(tiny_splits, "text.dropout=0", "train.rdrop_alpha=0")
+    on = first_step(tiny_splits, "text.dropout=0", "train.rdrop_alpha=5", "train.rdrop_kind=l1")
+    # The two halves of the doubled batch are the same computation; only float rounding can tell them apart (the
+    # rows of one matrix product may be summed in different blocks): about 1e-9, where dropout 0.1 gives about 1e-4.
+    assert off[1] is None and 0.0 <= on[1] < 1e-8
+    assert on[0] == pytest.approx(off[0], rel=1e-6)
+    assert torch.allclose(on[2], off[2], atol=1e-6)  # the same gradients as without R-Drop
+
+
+@pytest.mark.parametrize("kind", ["mse", "l1", "smooth_l1"])
+def test_trainer_rdrop_term_reaches_the_gradients(tiny_splits, kind):
+    off = first_step(tiny_splits, "text.dropout=0.1", "train.rdrop_alpha=0")
+    rdrop = ("text.dropout=0.1", f"train.rdrop_kind={kind}")
+    steps = {a: first_step(tiny_splits, *rdrop, f"train.rdrop_alpha={a}") for a in (1, 2, 3)}
+    (loss1, term, g1, w1), (loss2, term2, g2, w2), (_, _, g3, _) = steps.values()
+    assert term > 0 and term2 == term  # same dropout masks for every alpha: only the weight of the term changes
+    assert loss2 - loss1 == pytest.approx(term, rel=1e-3)
+    # the gradient moves with alpha, by the same amount per unit of alpha (the term's own gradient)
+    assert (g2 - g1).abs().max().item() > 1e-4 * g1.abs().max().item()
+    assert torch.allclose(g3 - g2, g2 - g1, atol=1e-5 * g1.abs().max().item())
+    # and so does the optimiser step: different weights from R-Drop off and from another alpha
+    assert not torch.equal(w1, off[3]) and not torch.equal(w1, w2)

@@ -61,3 +61,16 @@ def test_autocast_is_a_no_op_on_cpu():
 def test_asking_for_cuda_without_a_gpu_is_a_clear_error():
     with pytest.raises(RuntimeError, match="CUDA was requested"):
         runtime.pick_device("cuda")
+
+
+def test_setup_outside_ipython_leaves_the_main_module_alone():
+    # Creating an IPython shell (what set_matplotlib_formats does outside IPython) replaces sys.modules["__main__"],
+    # and a script's process pool then cannot unpickle its own functions. A fresh interpreter, so no shell exists yet.
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; main = sys.modules['__main__']; from tvgkit.runtime import setup; "
+        "setup(seed=0, threads=1, verbose=False); assert sys.modules['__main__'] is main"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -112,9 +112,14 @@ def plot_style() -> None:
         }
     )
     with contextlib.suppress(ImportError):
-        from matplotlib_inline.backend_inline import set_matplotlib_formats
+        from IPython import get_ipython
 
-        set_matplotlib_formats("png")
+        # Outside IPython there is nothing to set, and set_matplotlib_formats would create an InteractiveShell,
+        # which replaces sys.modules["__main__"] (a script's process pool then cannot find its own functions).
+        if get_ipython() is not None:
+            from matplotlib_inline.backend_inline import set_matplotlib_formats
+
+            set_matplotlib_formats("png")
 
 
 def environment_line(session: Session | None = None) -> str:
