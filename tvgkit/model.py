@@ -99,14 +99,14 @@ class GroundingModel(nn.Module):
         # Prompt tuning prepends virtual tokens: count positions from the end.
         offset = hidden.shape[1] - embeds.shape[1]
         out: dict[str, torch.Tensor] = {}
-        rows, cols = (input_ids == self.mask_token_id).nonzero(as_tuple=True)
-        slots = hidden[rows, offset + cols].reshape(input_ids.shape[0], 2, -1)
         if self.cfg.head == "span":
             logits = self.span_head(hidden[:, offset + input_ids.shape[1] :]).float()
             logits = logits.masked_fill(~video_mask.bool()[..., None], -1e4)
             out["start_logits"], out["end_logits"] = logits[..., 0], logits[..., 1]
         else:
-            centre, width = torch.sigmoid(self.reg_head(slots.flatten(1)).float()).unbind(-1)
+            rows, cols = (input_ids == self.mask_token_id).nonzero(as_tuple=True)
+            slots = hidden[rows, offset + cols].reshape(input_ids.shape[0], 2, -1).flatten(1)
+            centre, width = torch.sigmoid(self.reg_head(slots).float()).unbind(-1)
             out["span"] = torch.stack([(centre - width / 2).clamp(0, 1), (centre + width / 2).clamp(0, 1)], -1)
         return out
 
