@@ -150,7 +150,7 @@ def predict(args: argparse.Namespace) -> int:
     from tvgkit.data.dataset import fill_template
     from tvgkit.data.extract import extract_video
     from tvgkit.data.features import resample
-    from tvgkit.model import decode_spans, span_probs
+    from tvgkit.model import decode
     from tvgkit.train import load_run
 
     if args.top < 1:
@@ -174,18 +174,10 @@ def predict(args: argparse.Namespace) -> int:
         for template in templates:
             enc = tokenizer([fill_template(template, args.query)], return_tensors="pt")
             outs.append(model(video, mask, enc["input_ids"], enc["attention_mask"]))
-    if cfg.model.head == "span":
-        ps = torch.stack([span_probs(o)[0] for o in outs]).mean(0)
-        pe = torch.stack([span_probs(o)[1] for o in outs]).mean(0)
-        k = min(args.top, len(feats) * (len(feats) + 1) // 2)
-        spans, scores = decode_spans(ps, pe, mask.sum(1), k=k)
-        rows = [
-            (float(s[0]) * duration, float(s[1]) * duration, float(c))
-            for s, c in zip(spans[0], scores[0], strict=False)
-        ]
-    else:
-        span = torch.stack([o["span"] for o in outs]).mean(0)[0]
-        rows = [(float(span[0]) * duration, float(span[1]) * duration, 1.0)]
+    spans, scores = decode(outs, mask, k=args.top)
+    rows = [
+        (float(s[0]) * duration, float(s[1]) * duration, float(c)) for s, c in zip(spans[0], scores[0], strict=True)
+    ]
     print(f'{args.video} ({duration:.1f} s), query "{args.query}":')
     print(f"{'rank':>4} {'start':>7} {'end':>7} {'score':>7}")
     for rank, (start, end, score) in enumerate(rows, 1):

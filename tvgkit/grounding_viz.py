@@ -52,3 +52,48 @@ def plot_spans(records: Sequence[Record], spans: np.ndarray, n: int = 8) -> Figu
     ax.set(xlabel="seconds", yticks=[], title="true (grey) vs predicted (blue) moments, test queries")
     ax.grid(False)
     return fig
+
+
+def plot_head_diagnosis(histories: dict[str, Sequence[dict]]) -> Figure:
+    """Learning curves of several runs side by side, from their logged steps (``tvgkit.train`` logs these keys).
+
+    Left to right: the batch's mean IoU; the spread of predicted centres against the targets' spread (a head stuck
+    at the blind prior gives every query nearly the same span, so its spread stays near 0); the gradient norm
+    reaching the head and the ``[MASK]`` slots.
+    """
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for (name, history), colour in zip(histories.items(), colours, strict=False):
+        steps = [h for h in history if "batch_mIoU" in h]
+        x = [h["step"] for h in steps]
+        axes[0].plot(x, _smooth([h["batch_mIoU"] for h in steps]), color=colour, label=name)
+        axes[1].plot(x, _smooth([h["pred_centre_std"] for h in steps]), color=colour, label=f"{name}: predicted")
+        head = next((k for k in ("grad_span_head", "grad_slot_query", "grad_reg_head") if k in steps[0]), None)
+        if head:
+            axes[2].plot(x, _smooth([h[head] for h in steps]), color=colour, label=f"{name}: head")
+        if "grad_mask_slots" in steps[0]:
+            axes[2].plot(
+                x, _smooth([h["grad_mask_slots"] for h in steps]), color=colour, ls=":", label=f"{name}: [MASK] slots"
+            )
+    target = [h for h in next(iter(histories.values())) if "target_centre_std" in h]
+    axes[1].plot(
+        [h["step"] for h in target],
+        _smooth([h["target_centre_std"] for h in target]),
+        color="0.5",
+        ls="--",
+        label="targets",
+    )
+    axes[0].set(xlabel="step", ylabel="mIoU of the batch (%)", title="fit")
+    axes[1].set(xlabel="step", ylabel="std of span centres", title="do the predictions spread?")
+    axes[2].set(xlabel="step", ylabel="gradient norm", yscale="log", title="gradient reaching the head")
+    for ax in axes:
+        ax.legend(fontsize=7)
+    return fig
+
+
+def _smooth(values: Sequence[float], window: int = 5) -> np.ndarray:
+    """A trailing moving average of the same length (batch-level curves are noisy)."""
+    c = np.cumsum(np.asarray(values, float))
+    out = c.copy()
+    out[window:] = c[window:] - c[:-window]
+    return out / np.minimum(np.arange(1, len(c) + 1), window)

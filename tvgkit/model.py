@@ -25,6 +25,7 @@ The prompt ensemble averages the heads' outputs over several templates at evalua
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -39,6 +40,7 @@ TEMPLATES = [
     "The moment when {query} begins at [MASK] and finishes at [MASK].",
     "{query}: from [MASK] to [MASK].",
 ]
+HEADS = ("span", "regression", "regression-mlp")
 
 
 @dataclass
@@ -47,6 +49,10 @@ class ModelConfig:
     templates: list[str] = field(default_factory=lambda: list(TEMPLATES))
     prompt_ensemble: bool = True
     giou_weight: float = 1.0
+    query_gate: bool = True  # scale each clip feature by the pooled prompt words before the encoder (FiLM)
+    offsets: bool = True  # span head: also regress where inside its clip each boundary lies
+    offset_weight: float = 1.0
+    highlight_weight: float = 1.0  # VSLNet's query-guided highlighting: is each clip inside the moment? (0: off)
 
 
 class GroundingModel(nn.Module):
@@ -56,8 +62,8 @@ class GroundingModel(nn.Module):
         self, cfg: ModelConfig, encoder: nn.Module, video_dim: int, mask_token_id: int, max_clips: int = 64
     ) -> None:
         super().__init__()
-        if cfg.head not in ("span", "regression"):
-            raise ConfigError(f"model.head must be 'span' or 'regression', got {cfg.head!r}")
+        if cfg.head not in HEADS:
+            raise ConfigError(f"model.head must be one of {', '.join(HEADS)}; got {cfg.head!r}")
         self.cfg = cfg
         self.encoder = encoder
         self.word_embeddings = encoder.get_input_embeddings()
@@ -65,11 +71,22 @@ class GroundingModel(nn.Module):
         self.mask_token_id = mask_token_id
         self.register_buffer("feat_mean", torch.zeros(video_dim))
         self.register_buffer("feat_std", torch.ones(video_dim))
+        self.query_gate = QueryGate(hidden, video_dim) if cfg.query_gate else None
         self.video_proj = nn.Conv1d(video_dim, hidden, kernel_size=3, padding=1)
         self.video_pos = nn.Embedding(max_clips, hidden)
         nn.init.normal_(self.video_pos.weight, std=0.02)  # BERT's init: unit-variance noise would drown the content
-        self.span_head = nn.Sequential(nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, 2))
-        self.reg_head = nn.Sequential(nn.Linear(2 * hidden, hidden), nn.GELU(), nn.Linear(hidden, 2))
+        # Only the chosen head exists, so every parameter gets a gradient (DDP and the optimiser audit expect that).
+        if cfg.head == "span":
+            self.span_head = nn.Sequential(
+                nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, 4 if cfg.offsets else 2)
+            )
+        elif cfg.head == "regression":
+            self.slot_query = nn.Linear(hidden, hidden)
+            self.clip_key = nn.Linear(hidden, hidden)
+        else:
+            self.reg_head = nn.Sequential(nn.Linear(2 * hidden, hidden), nn.GELU(), nn.Linear(hidden, 2))
+        self.highlight = nn.Linear(hidden, 1) if cfg.highlight_weight > 0 else None
+        self.probe: dict[str, torch.Tensor] = {}  # the [MASK] slots' gradient norm of the last backward (diagnosis)
 
     def set_feature_stats(self, mean: torch.Tensor, std: torch.Tensor) -> None:
         """Standardise video features with the training split's statistics (kept in the checkpoint)."""
@@ -83,9 +100,11 @@ class GroundingModel(nn.Module):
         """video [B, N, D], video_mask [B, N] (1 = real clip), input_ids/attention_mask [B, L] (prompt)."""
         n = video.shape[1]
         x = ((video - self.feat_mean) / self.feat_std) * video_mask[..., None].to(video.dtype)
+        t = self.word_embeddings(input_ids)
+        if self.query_gate is not None:
+            x = x * self.query_gate(t, attention_mask).to(x.dtype)[:, None]
         v = self.video_proj(x.transpose(1, 2)).transpose(1, 2)
         v = v + self.video_pos(torch.arange(n, device=video.device))[None]
-        t = self.word_embeddings(input_ids)
         embeds = torch.cat([t, v.to(t.dtype)], dim=1)
         mask = torch.cat([attention_mask, video_mask.to(attention_mask.dtype)], dim=1)
         types = torch.cat([torch.zeros_like(input_ids), torch.ones_like(video_mask, dtype=input_ids.dtype)], dim=1)
@@ -98,17 +117,66 @@ class GroundingModel(nn.Module):
         ).last_hidden_state
         # Prompt tuning prepends virtual tokens: count positions from the end.
         offset = hidden.shape[1] - embeds.shape[1]
-        out: dict[str, torch.Tensor] = {}
+        clips = hidden[:, offset + input_ids.shape[1] :]
+        valid = video_mask.bool()
+        out = {"highlight": self.highlight(clips).squeeze(-1).float()} if self.highlight is not None else {}
         if self.cfg.head == "span":
-            logits = self.span_head(hidden[:, offset + input_ids.shape[1] :]).float()
-            logits = logits.masked_fill(~video_mask.bool()[..., None], -1e4)
-            out["start_logits"], out["end_logits"] = logits[..., 0], logits[..., 1]
-        else:
-            rows, cols = (input_ids == self.mask_token_id).nonzero(as_tuple=True)
-            slots = hidden[rows, offset + cols].reshape(input_ids.shape[0], 2, -1).flatten(1)
-            centre, width = torch.sigmoid(self.reg_head(slots).float()).unbind(-1)
-            out["span"] = torch.stack([(centre - width / 2).clamp(0, 1), (centre + width / 2).clamp(0, 1)], -1)
+            return {**out, **self._span(clips, valid)}
+        rows, cols = (input_ids == self.mask_token_id).nonzero(as_tuple=True)
+        slots = hidden[rows, offset + cols].reshape(input_ids.shape[0], 2, -1)
+        if slots.requires_grad:
+            slots.register_hook(lambda g: self.probe.__setitem__("slot_grad_norm", g.norm().detach()))
+        if self.cfg.head == "regression":
+            return {**out, "span": self._attend(slots, clips, valid)}
+        centre, width = torch.sigmoid(self.reg_head(slots.flatten(1)).float()).unbind(-1)
+        return {**out, "span": torch.stack([(centre - width / 2).clamp(0, 1), (centre + width / 2).clamp(0, 1)], -1)}
+
+    def _span(self, clips: torch.Tensor, valid: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Start/end logits per clip (padding at -1e4) and, with offsets, where in its clip each boundary lies."""
+        raw = self.span_head(clips).float()
+        logits = raw[..., :2].masked_fill(~valid[..., None], -1e4)
+        out = {"start_logits": logits[..., 0], "end_logits": logits[..., 1]}
+        if self.cfg.offsets:
+            out["start_offset"], out["end_offset"] = torch.sigmoid(raw[..., 2]), torch.sigmoid(raw[..., 3])
         return out
+
+    def _attend(self, slots: torch.Tensor, clips: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """Each ``[MASK]`` slot attends over the clips; its boundary is the attention-weighted clip time (ABLR).
+
+        The position is read off fixed clip times, not decoded from a hidden vector: see the module docstring.
+        """
+        scores = self.slot_query(slots) @ self.clip_key(clips).transpose(1, 2) / math.sqrt(slots.shape[-1])
+        weights = scores.float().masked_fill(~valid[:, None], -1e4).softmax(-1)  # [B, 2, N]
+        n_valid = valid.sum(1, keepdim=True).float()
+        index = torch.arange(clips.shape[1], device=clips.device)[None].float()
+        start = (weights[:, 0] * index / n_valid).sum(-1)
+        end = (weights[:, 1] * (index + 1) / n_valid).sum(-1)
+        return torch.stack([torch.minimum(start, end), torch.maximum(start, end)], -1)
+
+
+class QueryGate(nn.Module):
+    """A per-feature scale of the clips from the prompt's words (FiLM), before the encoder sees the video.
+
+    The words are pooled with learned attention (so the content words, not the template, can dominate) and
+    layer-normalised (BERT's word embeddings start at std 0.02: a raw mean would barely move the gate); the last
+    layer starts at zero, so the model begins as the ungated one. Why: the clip features are per-object
+    statistics, and the query names one object; multiplying lets the query pick its object's features directly,
+    where the joint encoder had to learn that through attention.
+    """
+
+    def __init__(self, hidden: int, video_dim: int) -> None:
+        super().__init__()
+        self.score = nn.Linear(hidden, 1)
+        self.norm = nn.LayerNorm(hidden)
+        self.out = nn.Linear(hidden, video_dim)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, words: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """words [B, L, H], mask [B, L] -> gate [B, video_dim] (1 everywhere at initialisation)."""
+        scores = self.score(words).squeeze(-1).masked_fill(~mask.bool(), -1e4)
+        pooled = (scores.softmax(-1)[..., None] * words).sum(1)
+        return 1 + self.out(self.norm(pooled))
 
 
 def clip_targets(spans: torch.Tensor, n_valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -120,6 +188,14 @@ def clip_targets(spans: torch.Tensor, n_valid: torch.Tensor) -> tuple[torch.Tens
     return start, end
 
 
+def offset_targets(
+    spans: torch.Tensor, n_valid: torch.Tensor, start: torch.Tensor, end: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where each boundary lies inside its target clip, as a fraction of the clip in [0, 1]."""
+    n = n_valid.float()
+    return (spans[:, 0] * n - start).clamp(0, 1), (spans[:, 1] * n - end).clamp(0, 1)
+
+
 def giou_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """1 - generalised IoU of 1-D spans [B, 2] (mean)."""
     inter = (torch.minimum(pred[:, 1], target[:, 1]) - torch.maximum(pred[:, 0], target[:, 0])).clamp_min(0)
@@ -129,14 +205,39 @@ def giou_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (1 - (iou - (hull - union) / hull.clamp_min(1e-6))).mean()
 
 
-def grounding_loss(
-    out: dict[str, torch.Tensor], spans: torch.Tensor, video_mask: torch.Tensor, giou_weight: float
-) -> torch.Tensor:
-    """Cross-entropy on start/end clips (span head) or L1 + generalised IoU (regression head)."""
+def loss_terms(
+    out: dict[str, torch.Tensor], spans: torch.Tensor, video_mask: torch.Tensor, cfg: ModelConfig
+) -> dict[str, torch.Tensor]:
+    """The loss's terms by name: L1 + generalised IoU (regression heads), or cross-entropy on the start and end
+    clips plus, with offsets, L1 on where in those clips the boundaries lie (span head)."""
+    n_valid = video_mask.sum(1)
+    start, end = clip_targets(spans, n_valid)
+    terms = {}
+    if "highlight" in out:
+        index = torch.arange(video_mask.shape[1], device=spans.device)[None]
+        inside = ((index >= start[:, None]) & (index <= end[:, None])).float()
+        valid = video_mask.bool()
+        bce = F.binary_cross_entropy_with_logits(out["highlight"][valid], inside[valid])
+        terms["highlight_bce"] = cfg.highlight_weight * bce
     if "span" in out:
-        return F.l1_loss(out["span"], spans) + giou_weight * giou_loss(out["span"], spans)
-    start, end = clip_targets(spans, video_mask.sum(1))
-    return F.cross_entropy(out["start_logits"], start) + F.cross_entropy(out["end_logits"], end)
+        return {**terms, "l1": F.l1_loss(out["span"], spans), "giou": cfg.giou_weight * giou_loss(out["span"], spans)}
+    terms |= {
+        "start_ce": F.cross_entropy(out["start_logits"], start),
+        "end_ce": F.cross_entropy(out["end_logits"], end),
+    }
+    if "start_offset" in out:
+        rows = torch.arange(len(spans), device=spans.device)
+        target_s, target_e = offset_targets(spans, n_valid, start, end)
+        pred_s, pred_e = out["start_offset"][rows, start], out["end_offset"][rows, end]
+        terms["offset_l1"] = cfg.offset_weight * (F.l1_loss(pred_s, target_s) + F.l1_loss(pred_e, target_e))
+    return terms
+
+
+def grounding_loss(
+    out: dict[str, torch.Tensor], spans: torch.Tensor, video_mask: torch.Tensor, cfg: ModelConfig
+) -> torch.Tensor:
+    """The sum of :func:`loss_terms`."""
+    return sum(loss_terms(out, spans, video_mask, cfg).values())
 
 
 def span_probs(out: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -144,14 +245,41 @@ def span_probs(out: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor
 
 
 def decode_spans(
-    start_prob: torch.Tensor, end_prob: torch.Tensor, n_valid: torch.Tensor, k: int = 1
+    start_prob: torch.Tensor,
+    end_prob: torch.Tensor,
+    n_valid: torch.Tensor,
+    k: int = 1,
+    offsets: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Best ``k`` clip pairs with start <= end by p_start * p_end: normalised spans [B, k, 2] and scores [B, k]."""
+    """Best ``k`` clip pairs with start <= end by p_start * p_end: normalised spans [B, k, 2] and scores [B, k].
+
+    Without ``offsets`` a span covers whole clips; with them (fractions [B, N] of the start and end clips) each
+    boundary moves inside its clip, never past the other one.
+    """
     n = start_prob.shape[1]
     joint = start_prob[:, :, None] * end_prob[:, None, :]
     joint = joint.masked_fill(~torch.ones(n, n, dtype=torch.bool, device=joint.device).triu()[None], -1.0)
     scores, flat = joint.flatten(1).topk(k, dim=1)
     start, end = flat // n, flat % n
+    lo, hi = start.float(), end.float() + 1
+    if offsets is not None:
+        lo = lo + offsets[0].gather(1, start)
+        hi = torch.maximum(end.float() + offsets[1].gather(1, end), lo)
     v = n_valid[:, None].float()
-    spans = torch.stack([start / v, (end + 1) / v], -1).clamp(0, 1)
-    return spans, scores
+    return torch.stack([lo / v, hi / v], -1).clamp(0, 1), scores
+
+
+def decode(outs: list[dict[str, torch.Tensor]], video_mask: torch.Tensor, k: int = 1):
+    """Spans [B, k, 2] and scores [B, k] from one or several templates' outputs (averaged: the prompt ensemble).
+
+    A regression head gives one span per query (score 1).
+    """
+    if "span" in outs[0]:
+        span = torch.stack([o["span"] for o in outs]).mean(0)
+        return span[:, None], torch.ones(len(span), 1, device=span.device)
+    probs = [span_probs(o) for o in outs]
+    ps, pe = torch.stack([p[0] for p in probs]).mean(0), torch.stack([p[1] for p in probs]).mean(0)
+    offsets = None
+    if "start_offset" in outs[0]:
+        offsets = tuple(torch.stack([o[key] for o in outs]).mean(0) for key in ("start_offset", "end_offset"))
+    return decode_spans(ps, pe, video_mask.sum(1), min(k, ps.shape[1] * (ps.shape[1] + 1) // 2), offsets)

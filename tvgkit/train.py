@@ -29,7 +29,7 @@ from tvgkit.data.records import Record
 from tvgkit.data.synthetic import SynthConfig
 from tvgkit.diagnostics import NonFiniteError, NonFiniteGuard, audit_eval_loader, audit_optimizers
 from tvgkit.errors import InputError
-from tvgkit.model import GroundingModel, ModelConfig, decode_spans, grounding_loss, span_probs
+from tvgkit.model import GroundingModel, ModelConfig, decode, loss_terms
 from tvgkit.text import TextConfig
 
 
@@ -60,6 +60,7 @@ class OptimConfig:
     epochs: int = 5
     batch_size: int = 32
     lr: float = 1e-3
+    encoder_lr: float | None = None  # the text encoder's rate (e.g. 5e-5 for a pretrained one); None: ``lr``
     weight_decay: float = 0.01
     warmup_ratio: float = 0.05
     clip_grad: float = 1.0
@@ -215,13 +216,7 @@ def predict(model: GroundingModel, data_loader, device: torch.device, ensemble: 
         templates = range(batch["input_ids"].shape[1]) if ensemble else [0]
         with autocast() if autocast else torch.autocast("cpu", enabled=False):
             outs = [_forward(model, batch, t) for t in templates]
-        if model.cfg.head == "span":
-            probs = [span_probs(o) for o in outs]
-            ps = torch.stack([p[0] for p in probs]).mean(0)
-            pe = torch.stack([p[1] for p in probs]).mean(0)
-            spans = decode_spans(ps, pe, batch["video_mask"].sum(1))[0][:, 0]
-        else:
-            spans = torch.stack([o["span"] for o in outs]).mean(0)
+        spans = decode(outs, batch["video_mask"])[0][:, 0]
         out_spans.append(spans.float().cpu())
     # A rank's shard of a set smaller than the number of processes can be empty.
     return torch.cat(out_spans).numpy() if out_spans else np.zeros((0, 2), np.float32)
@@ -390,12 +385,7 @@ class _Trainer:
         self.run_dir = run_dir or _new_run_dir(cfg, tokenizer, self.world)
 
         self.params = [p for p in self.model.parameters() if p.requires_grad]
-        decay = [p for p in self.params if p.ndim >= 2]
-        no_decay = [p for p in self.params if p.ndim < 2]
-        self.optimizer = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": self.opt.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=self.opt.lr,
-        )
+        self.optimizer = torch.optim.AdamW(_param_groups(self.model, self.opt), lr=self.opt.lr)
         self.total = self.opt.epochs * len(self.train_loader)
         warmup = math.ceil(self.opt.warmup_ratio * self.total)
         self.scheduler = get_cosine_schedule_with_warmup(self.optimizer, warmup, self.total)
@@ -405,6 +395,7 @@ class _Trainer:
         self.loader_rng = self.train_loader.generator.get_state()  # the generator's state where the epoch starts
         self.rng: dict | None = None  # random states to restore right before the first step
         self.log = _RunLog(self.run_dir, self.world.main, state)
+        self.probe: dict[str, float] = {}  # diagnostics of the last logged step (see _probe)
 
         # --- diagnostics (issue 8): audits before the first step; a guard that keeps the last good weights ---
         if self.opt.audit:
@@ -516,7 +507,7 @@ class _Trainer:
                 entry["grad_norm"] = float(grad_norm)
                 if term is not None:
                     entry["rdrop_term"] = term.item()
-                self.log.record(entry)
+                self.log.record({**entry, **self.probe})
                 bar.set_postfix(loss=f"{entry['loss']:.3f}")
             if on_step is not None:
                 on_step(self.step, self.epoch)
@@ -533,7 +524,7 @@ class _Trainer:
         if guard:
             guard.start(self.step)
         with self.session.autocast():
-            loss, term = _loss(self.model, batch, self.opt, self.net)
+            loss, term, terms, out = _loss(self.model, batch, self.opt, self.net)
         if guard:
             guard.check_loss(loss)
         self.optimizer.zero_grad(set_to_none=True)
@@ -543,6 +534,8 @@ class _Trainer:
             if not self.scaler.is_enabled():  # fp16 loss scaling makes and skips inf gradients on purpose
                 guard.check_gradients()
             guard.stop()
+        if (self.step + 1) % self.opt.log_every == 0 or self.step + 1 == self.total:
+            self.probe = _probe(self.model, batch, terms, out)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.opt.clip_grad)
         self.scaler.step(self.optimizer)
         self.scaler.update()
@@ -593,6 +586,50 @@ class _Trainer:
         return Result(self.run_dir, metrics, self.log.history, self.train_time, metrics["samples_per_second"])
 
 
+@torch.no_grad()
+def _probe(model: GroundingModel, batch: dict, terms: dict[str, torch.Tensor], out: dict) -> dict[str, float]:
+    """What a logged step shows besides the loss: each term, the gradient norm of each part of the model, and how
+    the batch's predictions spread.
+
+    A head stuck at the blind prior shows as ``pred_centre_std`` far below ``target_centre_std`` (every query gets
+    nearly the same span) while the loss has stopped falling.
+    """
+    entry = {f"loss_{k}": float(v) for k, v in terms.items()}
+    for name, part in model.named_children():
+        grads = [p.grad for p in part.parameters() if p.grad is not None]
+        if grads:
+            entry[f"grad_{name}"] = float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads])))
+    if "slot_grad_norm" in model.probe:
+        entry["grad_mask_slots"] = float(model.probe.pop("slot_grad_norm"))
+    spans = decode([{k: v.detach().float() for k, v in out.items()}], batch["video_mask"])[0][:, 0]
+    target = batch["span"]
+    entry["pred_centre_std"] = float(spans.mean(1).std())
+    entry["target_centre_std"] = float(target.mean(1).std())
+    entry["pred_width_mean"] = float((spans[:, 1] - spans[:, 0]).mean())
+    inter = (torch.minimum(spans[:, 1], target[:, 1]) - torch.maximum(spans[:, 0], target[:, 0])).clamp_min(0)
+    union = torch.maximum(spans[:, 1], target[:, 1]) - torch.minimum(spans[:, 0], target[:, 0])
+    entry["batch_mIoU"] = float((inter / union.clamp_min(1e-9)).mean() * 100)
+    return {k: round(v, 5) for k, v in entry.items()}
+
+
+def _param_groups(model: GroundingModel, opt: OptimConfig) -> list[dict]:
+    """AdamW groups: no weight decay on biases and norms; the encoder at ``encoder_lr`` when set.
+
+    A pretrained encoder wants a small rate while the new parts (video side, gate, head) need a large one; a random
+    encoder trains best at the common rate.
+    """
+    encoder = {id(p) for p in model.encoder.parameters()}
+    groups = []
+    for in_encoder in (True, False):
+        lr = opt.encoder_lr if in_encoder and opt.encoder_lr is not None else opt.lr
+        params = [p for p in model.parameters() if p.requires_grad and (id(p) in encoder) == in_encoder]
+        for decay in (True, False):
+            chosen = [p for p in params if (p.ndim >= 2) == decay]
+            if chosen:
+                groups.append({"params": chosen, "lr": lr, "weight_decay": opt.weight_decay if decay else 0.0})
+    return groups
+
+
 def _cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
@@ -612,28 +649,35 @@ def blind_baselines(cfg: RunConfig, splits: Splits | None = None, progress: bool
 
 def _loss(
     model: GroundingModel, batch: dict, opt: OptimConfig, net: torch.nn.Module | None = None
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The task loss, plus R-Drop's consistency term when ``rdrop_alpha > 0`` (two dropout passes, one batch).
+) -> tuple[torch.Tensor, torch.Tensor | None, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """(loss, R-Drop term or None, the loss's named terms, the outputs of the first pass).
 
-    ``net`` runs the forward pass when it is not ``model`` itself (its DistributedDataParallel wrapper).
+    The loss is the task loss, plus R-Drop's consistency term times ``rdrop_alpha`` when that is positive (two
+    dropout passes, one batch). ``net`` runs the forward pass when it is not ``model`` itself (its DDP wrapper).
     """
-    giou = model.cfg.giou_weight
     net = net or model
     if opt.rdrop_alpha <= 0:
-        loss = grounding_loss(_forward(net, batch, 0), batch["span"], batch["video_mask"], giou)
-        return loss + _peft_penalty(model), None
-    from tvgkit.rdrop import doubled_forward, rdrop_loss
-
-    ids, attn = batch["input_ids"][:, 0], batch["attention_mask"][:, 0]
-    out1, out2 = doubled_forward(net, batch["video"], batch["video_mask"], ids, attn)
-    task = sum(grounding_loss(o, batch["span"], batch["video_mask"], giou) for o in (out1, out2)) / 2
-    if "span" in out1:
-        term = rdrop_loss(out1["span"], out2["span"], opt.rdrop_kind)
+        out = _forward(net, batch, 0)
+        terms = loss_terms(out, batch["span"], batch["video_mask"], model.cfg)
+        term = None
     else:
-        term = rdrop_loss(out1["start_logits"], out2["start_logits"], "kl") + rdrop_loss(
-            out1["end_logits"], out2["end_logits"], "kl"
-        )
-    return task + opt.rdrop_alpha * term + _peft_penalty(model), term
+        from tvgkit.rdrop import doubled_forward, rdrop_loss
+
+        ids, attn = batch["input_ids"][:, 0], batch["attention_mask"][:, 0]
+        out, out2 = doubled_forward(net, batch["video"], batch["video_mask"], ids, attn)
+        halves = [loss_terms(o, batch["span"], batch["video_mask"], model.cfg) for o in (out, out2)]
+        terms = {k: (halves[0][k] + halves[1][k]) / 2 for k in halves[0]}
+        if "span" in out:
+            term = rdrop_loss(out["span"], out2["span"], opt.rdrop_kind)
+        else:
+            term = rdrop_loss(out["start_logits"], out2["start_logits"], "kl") + rdrop_loss(
+                out["end_logits"], out2["end_logits"], "kl"
+            )
+        terms["rdrop"] = opt.rdrop_alpha * term
+    penalty = _peft_penalty(model)
+    if isinstance(penalty, torch.Tensor):
+        terms["peft_penalty"] = penalty
+    return sum(terms.values()), term, terms, out
 
 
 def _peft_penalty(model: GroundingModel) -> torch.Tensor | float:

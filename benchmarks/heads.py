@@ -1,0 +1,91 @@
+"""Grounding heads side by side: the span head, the attention regression head and the seeds' MLP regression head.
+
+Each head trains at the same size and budget (``tvgkit train``'s quick default unless ``--set`` says otherwise), on
+the same rendered data, and the run's logged learning curves are kept: the loss terms, the spread of the predicted
+span centres against the targets', and the gradient norms reaching each part of the model and the ``[MASK]`` slots
+(see ``tvgkit.train._probe``). ``--blind`` adds the blind baselines (video-blind priors and the query-blind model).
+
+    python benchmarks/heads.py                                   # quick default, seed 0, all three heads, blind bars
+    python benchmarks/heads.py --heads regression-mlp --set model.query_gate=false   # the seeds' original setting
+
+Writes ``--out`` (default ``benchmarks/results/heads.json``, read by notebook 05); the last line printed is one JSON
+object with each run's test metrics.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+from pathlib import Path
+
+DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "heads.json"
+CURVE_KEYS = ("step", "epoch", "loss", "batch_mIoU", "pred_centre_std", "target_centre_std", "pred_width_mean")
+
+
+def _curve(history: list[dict]) -> list[dict]:
+    """The logged training steps (every key the trainer's probe wrote) and the validation points."""
+    keep = []
+    for h in history:
+        if h.get("split") == "val":
+            keep.append({k: h[k] for k in ("step", "epoch", "split", "R1@0.5", "R1@0.7", "mIoU")})
+        elif "loss" in h:
+            keep.append({k: v for k, v in h.items() if k in CURVE_KEYS or k.startswith(("loss_", "grad_"))})
+    return keep
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--heads", nargs="+", default=["span", "regression", "regression-mlp"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--blind", action="store_true", help="also the blind baselines (trains a query-blind model)")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    args = parser.parse_args(argv)
+
+    from tvgkit import config
+    from tvgkit.train import RunConfig, blind_baselines, load_splits, train
+
+    runs_dir = f"runs_dir={tempfile.mkdtemp(prefix='tvgkit-heads-')}"
+    base = config.load(RunConfig, None, ["name=heads", runs_dir, *args.set])
+    splits = load_splits(base.data, progress=False)
+    runs: dict[str, dict[str, dict]] = {}
+    for head in args.heads:
+        for seed in args.seeds:
+            cfg = config.load(
+                RunConfig, None, [f"name={head}", runs_dir, *args.set, f"model.head={head}", f"seed={seed}"]
+            )
+            result = train(cfg, progress=False, splits=splits)
+            m = result.metrics
+            runs.setdefault(head, {})[str(seed)] = {
+                "test": {k: round(v, 2) for k, v in m["test"].items()},
+                "train_seconds": m["train_seconds"],
+                "steps": m["steps"],
+                "curve": _curve(result.history),
+            }
+            test = m["test"]
+            print(
+                f"{head:<16} seed {seed}: R1@0.5 {test['R1@0.5']:.1f} R1@0.7 {test['R1@0.7']:.1f} "
+                f"mIoU {test['mIoU']:.1f} ({m['steps']} steps, {m['train_seconds']:.0f} s)"
+            )
+    report = {
+        "overrides": args.set,
+        "n_train_queries": len(splits.records["train"]),
+        "n_test_queries": len(splits.records["test"]),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f} at the end",
+        "runs": runs,
+    }
+    if args.blind:
+        blind = blind_baselines(base, splits=splits)
+        report["blind"] = {name: {k: round(v, 2) for k, v in m.items()} for name, m in blind.items()}
+        for name, m in blind.items():
+            print(f"{name:<16} blind: R1@0.5 {m['R1@0.5']:.1f} R1@0.7 {m['R1@0.7']:.1f} mIoU {m['mIoU']:.1f}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=1) + "\n")
+    print(json.dumps({head: {s: r["test"] for s, r in seeds.items()} for head, seeds in runs.items()}))
+
+
+if __name__ == "__main__":
+    main()
