@@ -6,15 +6,18 @@ span centres against the targets', and the gradient norms reaching each part of 
 (see ``tvgkit.train._probe``). ``--blind`` adds the blind baselines (video-blind priors and the query-blind model).
 
     python benchmarks/heads.py                                   # quick default, seed 0, all three heads, blind bars
-    python benchmarks/heads.py --heads regression-mlp --set model.query_gate=false   # the seeds' original setting
+    python benchmarks/heads.py --heads regression-mlp --tag seeds --set model.query_gate=false \
+        --set model.highlight_weight=0                           # the seeds' head in the seeds' setting
 
-Writes ``--out`` (default ``benchmarks/results/heads.json``, read by notebook 05); the last line printed is one JSON
-object with each run's test metrics.
+Merges into ``--out`` (default ``benchmarks/results/heads.json``, read by notebook 05): runs of other heads or tags
+stay, so heads can be run one at a time or in parallel processes (the file is locked while it is rewritten). The
+last line printed is one JSON object with this invocation's test metrics.
 """
 
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import platform
@@ -36,12 +39,25 @@ def _curve(history: list[dict]) -> list[dict]:
     return keep
 
 
+def _merge(path: Path, runs: dict[str, dict], blind: dict | None) -> None:
+    """Add these runs (and blind baselines) to the JSON at ``path``, under an exclusive lock."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(Path(tempfile.gettempdir()) / "tvgkit-heads.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        report = json.loads(path.read_text()) if path.exists() else {"runs": {}}
+        report["runs"].update(runs)
+        if blind is not None:
+            report["blind"] = blind
+        path.write_text(json.dumps(report, indent=1) + "\n")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--heads", nargs="+", default=["span", "regression", "regression-mlp"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--blind", action="store_true", help="also the blind baselines (trains a query-blind model)")
+    parser.add_argument("--tag", default="", help="a suffix for the run's key, for a head run in another setting")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
 
@@ -59,7 +75,7 @@ def main(argv: list[str] | None = None) -> None:
             )
             result = train(cfg, progress=False, splits=splits)
             m = result.metrics
-            runs.setdefault(head, {})[str(seed)] = {
+            runs.setdefault(f"{head} ({args.tag})" if args.tag else head, {})[str(seed)] = {
                 "test": {k: round(v, 2) for k, v in m["test"].items()},
                 "train_seconds": m["train_seconds"],
                 "steps": m["steps"],
@@ -70,20 +86,14 @@ def main(argv: list[str] | None = None) -> None:
                 f"{head:<16} seed {seed}: R1@0.5 {test['R1@0.5']:.1f} R1@0.7 {test['R1@0.7']:.1f} "
                 f"mIoU {test['mIoU']:.1f} ({m['steps']} steps, {m['train_seconds']:.0f} s)"
             )
-    report = {
-        "overrides": args.set,
-        "n_train_queries": len(splits.records["train"]),
-        "n_test_queries": len(splits.records["test"]),
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f} at the end",
-        "runs": runs,
-    }
+    entry = {"overrides": args.set, "n_train_queries": len(splits.records["train"])}
+    entry["machine"] = f"{platform.machine()}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f} at the end"
+    blind = None
     if args.blind:
-        blind = blind_baselines(base, splits=splits)
-        report["blind"] = {name: {k: round(v, 2) for k, v in m.items()} for name, m in blind.items()}
+        blind = {n: {k: round(v, 2) for k, v in m.items()} for n, m in blind_baselines(base, splits=splits).items()}
         for name, m in blind.items():
             print(f"{name:<16} blind: R1@0.5 {m['R1@0.5']:.1f} R1@0.7 {m['R1@0.7']:.1f} mIoU {m['mIoU']:.1f}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=1) + "\n")
+    _merge(args.out, {key: {**entry, "seeds": seeds} for key, seeds in runs.items()}, blind)
     print(json.dumps({head: {s: r["test"] for s, r in seeds.items()} for head, seeds in runs.items()}))
 
 

@@ -88,9 +88,13 @@ def test_attention_regression_reads_boundaries_off_clip_times() -> None:
         slots[0, 0, 0] = slots[0, 1, 1] = 1.0
         model.slot_query.weight.copy_(torch.eye(hidden))
         valid = torch.tensor([[True] * 4 + [False] * 2])
-        span = model._attend(slots, clips, valid)
-    # start = clip 1's start (1/4), end = clip 2's end (3/4)
-    assert span[0].tolist() == pytest.approx([0.25, 0.75], abs=1e-4)
+        out = model._attend(slots, clips, valid)
+    # start = clip 1's start (1/4), end = clip 2's end (3/4); the pointer logits are the span head's kind of output
+    assert out["span"][0].tolist() == pytest.approx([0.25, 0.75], abs=1e-4)
+    assert out["start_logits"].argmax(-1).item() == 1 and out["end_logits"].argmax(-1).item() == 2
+    assert (out["start_logits"][0, 4:] == -1e4).all()
+    terms = loss_terms(out, torch.tensor([[0.25, 0.75]]), valid.long(), model.cfg)
+    assert set(terms) == {"start_ce", "end_ce", "l1", "giou"} and terms["start_ce"].item() < 1e-3
 
 
 def test_offsets_move_boundaries_inside_their_clips() -> None:

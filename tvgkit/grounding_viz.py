@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import cv2
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 from matplotlib.figure import Figure
 
 from tvgkit.data.records import Record
@@ -97,3 +98,16 @@ def _smooth(values: Sequence[float], window: int = 5) -> np.ndarray:
     out = c.copy()
     out[window:] = c[window:] - c[:-window]
     return out / np.minimum(np.arange(1, len(c) + 1), window)
+
+
+def heads_table(report: dict) -> pd.DataFrame:
+    """One row per run of ``benchmarks/heads.py``'s JSON (mean test metrics over its seeds), then the blind bars."""
+    rows = {}
+    for name, run in report["runs"].items():
+        seeds = run["seeds"].values()
+        row = {k: float(np.mean([s["test"][k] for s in seeds])) for k in ("R1@0.3", "R1@0.5", "R1@0.7", "mIoU")}
+        row |= {"seeds": len(seeds), "steps": next(iter(seeds))["steps"]}
+        rows[name] = row
+    for name, m in report.get("blind", {}).items():
+        rows[f"blind: {name}"] = {k: m[k] for k in ("R1@0.3", "R1@0.5", "R1@0.7", "mIoU")}
+    return pd.DataFrame(rows).T
