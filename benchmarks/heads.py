@@ -6,6 +6,7 @@ span centres against the targets', and the gradient norms reaching each part of 
 (see ``tvgkit.train._probe``). ``--blind`` adds the blind baselines (video-blind priors and the query-blind model).
 
     python benchmarks/heads.py                                   # quick default, seed 0, all three heads, blind bars
+    python benchmarks/heads.py --from-run runs/quick                # add a finished run of the same size instead
     python benchmarks/heads.py --heads regression-mlp --tag seeds --set model.query_gate=false \
         --set model.highlight_weight=0                           # the seeds' head in the seeds' setting
 
@@ -51,12 +52,46 @@ def _merge(path: Path, runs: dict[str, dict], blind: dict | None) -> None:
         path.write_text(json.dumps(report, indent=1) + "\n")
 
 
+def _from_run(run_dir: Path, tag: str) -> dict[str, dict]:
+    """A finished ``tvgkit train`` run folder as one entry: its head, overrides of the defaults, metrics, curves."""
+    from tvgkit import config
+    from tvgkit.train import RunConfig
+
+    cfg = config.load(RunConfig, run_dir / "config.yaml")
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    history = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+    defaults = config.load(RunConfig, None, [])
+    default = config.flatten(config.to_dict(defaults))
+    overrides = [
+        f"{k}={v}"
+        for k, v in config.flatten(config.to_dict(cfg)).items()
+        if default.get(k) != v and k not in ("name", "runs_dir")
+    ]
+    key = f"{cfg.model.head} ({tag})" if tag else cfg.model.head
+    run = {
+        "test": {k: round(v, 2) for k, v in metrics["test"].items()},
+        "train_seconds": metrics["train_seconds"],
+        "steps": metrics["steps"],
+        "curve": _curve(history),
+    }
+    return {
+        key: {
+            "overrides": overrides,
+            "n_train_queries": metrics["n_train"],
+            "from_run": str(run_dir),
+            "machine": platform.machine(),
+            "seeds": {str(cfg.seed): run},
+        }
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--heads", nargs="+", default=["span", "regression", "regression-mlp"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--blind", action="store_true", help="also the blind baselines (trains a query-blind model)")
+    parser.add_argument("--from-run", type=Path, help="take this finished run folder's curves instead of training")
     parser.add_argument("--tag", default="", help="a suffix for the run's key, for a head run in another setting")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
@@ -68,6 +103,9 @@ def main(argv: list[str] | None = None) -> None:
     base = config.load(RunConfig, None, ["name=heads", runs_dir, *args.set])
     splits = load_splits(base.data, progress=False)
     runs: dict[str, dict[str, dict]] = {}
+    if args.from_run:
+        _merge(args.out, _from_run(args.from_run, args.tag), None)
+        return
     for head in args.heads:
         for seed in args.seeds:
             cfg = config.load(

@@ -111,3 +111,20 @@ def heads_table(report: dict) -> pd.DataFrame:
     for name, m in report.get("blind", {}).items():
         rows[f"blind: {name}"] = {k: m[k] for k in ("R1@0.3", "R1@0.5", "R1@0.7", "mIoU")}
     return pd.DataFrame(rows).T
+
+
+def probe_table(report: dict, seed: str = "0") -> pd.DataFrame:
+    """Per run of ``benchmarks/heads.py``: how far its predicted centres spread relative to the targets' (early and
+    late in training), the gradient reaching the ``[MASK]`` slots, and the batch mIoU late in training."""
+    rows = {}
+    for name, run in report["runs"].items():
+        curve = [h for h in run["seeds"][seed]["curve"] if "pred_centre_std" in h]
+        fifth = max(1, len(curve) // 5)
+        first, last = curve[:fifth], curve[-fifth:]
+        rows[name] = {
+            "spread, first 20% of steps": np.mean([h["pred_centre_std"] / h["target_centre_std"] for h in first]),
+            "spread, last 20%": np.mean([h["pred_centre_std"] / h["target_centre_std"] for h in last]),
+            "[MASK]-slot gradient": np.mean([h.get("grad_mask_slots", np.nan) for h in last]),
+            "batch mIoU, last 20%": np.mean([h["batch_mIoU"] for h in last]),
+        }
+    return pd.DataFrame(rows).T
