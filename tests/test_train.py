@@ -64,3 +64,44 @@ def test_rdrop_term_is_logged_when_alpha_is_positive(run) -> None:
     result = train(cfg, progress=False)
     terms = [e["rdrop_term"] for e in result.history if "rdrop_term" in e]
     assert len(terms) == result.metrics["steps"] and all(t > 0 for t in terms)  # dropout makes the passes differ
+
+
+def test_logged_steps_carry_loss_terms_gradient_norms_and_prediction_spread(run) -> None:
+    steps = [e for e in run.history if "loss" in e]
+    for e in steps:
+        terms = {k: v for k, v in e.items() if k.startswith("loss_")}
+        assert set(terms) == {"loss_highlight_bce", "loss_start_ce", "loss_end_ce", "loss_offset_l1"}
+        assert sum(terms.values()) == pytest.approx(e["loss"], rel=1e-4)  # the terms add up to the logged loss
+        assert {"grad_encoder", "grad_query_gate", "grad_video_proj", "grad_span_head"} <= set(e)
+        assert 0 <= e["pred_centre_std"] <= 0.5 and 0 < e["target_centre_std"] <= 0.5 and 0 <= e["batch_mIoU"] <= 100
+
+
+def test_regression_head_logs_the_mask_slot_gradient(run) -> None:
+    cfg = config.load(RunConfig, run.run_dir / "config.yaml", ["train.epochs=1", "model.head=regression-mlp"])
+    cfg.name = "mlp"
+    result = train(cfg, progress=False)
+    steps = [e for e in result.history if "loss" in e]
+    assert all(e["grad_mask_slots"] > 0 and "loss_giou" in e and "grad_reg_head" in e for e in steps)
+
+
+def test_encoder_learning_rate_applies_to_the_encoder_only() -> None:
+    from transformers import BertConfig, BertModel
+
+    from tvgkit.model import GroundingModel, ModelConfig
+    from tvgkit.train import OptimConfig, _param_groups
+
+    bert = BertModel(
+        BertConfig(vocab_size=30, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64),
+        add_pooling_layer=False,
+    )
+    model = GroundingModel(ModelConfig(), bert, 7, 4)
+    groups = _param_groups(model, OptimConfig(lr=1e-3, encoder_lr=5e-5, weight_decay=0.01))
+    encoder = {id(p) for p in model.encoder.parameters()}
+    for g in groups:
+        in_encoder = {id(p) in encoder for p in g["params"]}
+        assert len(in_encoder) == 1  # a group never mixes the encoder with the new parts
+        assert g["lr"] == (5e-5 if in_encoder.pop() else 1e-3)
+        assert g["weight_decay"] == (0.01 if all(p.ndim >= 2 for p in g["params"]) else 0.0)
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+    same = _param_groups(model, OptimConfig(lr=1e-3))
+    assert {g["lr"] for g in same} == {1e-3}
