@@ -49,14 +49,16 @@ def _rows(stdout: str) -> list[tuple[int, float, float, float]]:
 
 
 def _check_spans(rows, top: int, duration: float, n_clips: int) -> None:
-    """Ranks 1..top, scores sorted and in (0, 1], spans inside the video and on clip boundaries."""
+    """Ranks 1..top, scores sorted and in (0, 1], distinct spans inside the video, each at most one clip wider at
+    either end than a whole number of clips (the offsets move a boundary only inside its clip)."""
     assert [r[0] for r in rows] == list(range(1, top + 1))
     scores = [r[3] for r in rows]
     assert scores == sorted(scores, reverse=True) and all(0 < c <= 1 for c in scores)
+    assert len({(start, end) for _, start, end, _ in rows}) == top
     clip = duration / n_clips
     for _, start, end, _ in rows:
-        assert 0 <= start < end <= duration
-        assert abs(start / clip - round(start / clip)) < 0.01 and abs(end / clip - round(end / clip)) < 0.01
+        assert 0 <= start <= end <= duration and end - start <= duration
+        assert int(start / clip + 1e-6) <= int(end / clip + 1e-6) <= n_clips
 
 
 def test_extract_writes_the_kit_layout_close_to_the_frames_features(own, tmp_path, capsys, monkeypatch) -> None:

@@ -231,7 +231,8 @@ def test_trainer_rdrop_term_reaches_the_gradients(tiny_splits, kind):
     steps = {a: first_step(tiny_splits, *rdrop, f"train.rdrop_alpha={a}") for a in (1, 2, 3)}
     (loss1, term, g1, w1), (loss2, term2, g2, w2), (_, _, g3, _) = steps.values()
     assert term > 0 and term2 == term  # same dropout masks for every alpha: only the weight of the term changes
-    assert loss2 - loss1 == pytest.approx(term, rel=1e-3)
+    # equal up to float32 rounding of the two losses (the task loss has several terms, so it is large next to term)
+    assert loss2 - loss1 == pytest.approx(term, abs=4 * torch.finfo(torch.float32).eps * loss1)
     # the gradient moves with alpha, by the same amount per unit of alpha (the term's own gradient)
     assert (g2 - g1).abs().max().item() > 1e-4 * g1.abs().max().item()
     assert torch.allclose(g3 - g2, g2 - g1, atol=1e-5 * g1.abs().max().item())

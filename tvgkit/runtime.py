@@ -76,12 +76,24 @@ def pick_device(prefer: str | None = None) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def amp_dtype() -> torch.dtype:
+    """bf16 where the GPU computes it natively (Ampere and later), else fp16, which needs a GradScaler.
+
+    ``is_bf16_supported()`` also counts bf16 emulated in software (T4, V100: Colab's free GPUs), which is slow and
+    would leave fp16-class GPUs without loss scaling; only native support counts here.
+    """
+    try:
+        native = torch.cuda.is_bf16_supported(including_emulation=False)
+    except TypeError:  # torch < 2.3 has no emulation flag and counts native support only
+        native = torch.cuda.is_bf16_supported()
+    return torch.bfloat16 if native else torch.float16
+
+
 def autocast(device: torch.device, enabled: bool = True) -> contextlib.AbstractContextManager:
-    """Autocast context for ``device``: bf16 (or fp16) on CUDA, nothing on CPU."""
+    """Autocast context for ``device``: bf16 (or fp16, see :func:`amp_dtype`) on CUDA, nothing on CPU."""
     if not enabled or device.type != "cuda":
         return contextlib.nullcontext()
-    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.autocast(device_type="cuda", dtype=dtype)
+    return torch.autocast(device_type="cuda", dtype=amp_dtype())
 
 
 def quiet_warnings() -> None:

@@ -350,7 +350,7 @@ class _Trainer:
     def __init__(self, cfg: RunConfig, progress: bool, splits: Splits | None, run_dir: Path | None, state: dict | None):
         from transformers import get_cosine_schedule_with_warmup
 
-        from tvgkit.runtime import setup
+        from tvgkit.runtime import amp_dtype, setup
 
         self.cfg, self.opt, self.world = cfg, cfg.train, distributed.current()
         if state is not None and state["world"] != self.world.size:
@@ -391,7 +391,8 @@ class _Trainer:
         self.total = self.opt.epochs * len(self.train_loader)
         warmup = math.ceil(self.opt.warmup_ratio * self.total)
         self.scheduler = get_cosine_schedule_with_warmup(self.optimizer, warmup, self.total)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.session.amp and not torch.cuda.is_bf16_supported())
+        fp16 = self.session.amp and amp_dtype() == torch.float16
+        self.scaler = torch.amp.GradScaler("cuda", enabled=fp16)
 
         self.step, self.epoch, self.batch, self.best, self.seen, self.train_time = 0, 0, 0, -1.0, 0, 0.0
         self.loader_rng = self.train_loader.generator.get_state()  # the generator's state where the epoch starts
@@ -444,7 +445,8 @@ class _Trainer:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
+        if state["scaler"]:  # empty when the run was saved without fp16 loss scaling (CPU, bf16)
+            self.scaler.load_state_dict(state["scaler"])
         self.step, self.epoch, self.batch, self.best = state["step"], state["epoch"], state["batch"], state["best"]
         self.seen, self.train_time = state["seen"], state["train_time"]
         self.loader_rng, self.rng = state["loader_rng"], state["rng"][self.world.rank]
