@@ -31,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -347,6 +348,19 @@ def table(report: dict) -> str:
     return "\n".join(lines)
 
 
+def run_step(step: str, args: argparse.Namespace, budget: Budget, tmp: Path) -> dict:
+    """One step; an exception (a CUDA error, out of memory, a NaN stop) becomes an "error" entry, not a crash."""
+    try:
+        if step == "tests":
+            return step_tests(budget)
+        if step == "grounding":
+            return step_grounding(budget, args.quick, args.set, tmp / "runs")
+        return step_notebooks(budget, args.notebook_timeout, args.notebooks_out or tmp / "notebooks")
+    except Exception as err:  # the report must still be written
+        note = f"{type(err).__name__}: {err}"[:500]
+        return {"status": "error", "note": note, "traceback": traceback.format_exc()[-2000:]}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     import torch
@@ -362,13 +376,8 @@ def main(argv: list[str] | None = None) -> int:
                 report["steps"][step] = {"status": "skipped", "note": "--skip"}
             elif budget.exceeded():
                 report["steps"][step] = {"status": "skipped", "note": f"total budget of {args.budget_s:.0f} s spent"}
-            elif step == "tests":
-                report["steps"][step] = step_tests(budget)
-            elif step == "grounding":
-                report["steps"][step] = step_grounding(budget, args.quick, args.set, Path(tmp) / "runs")
             else:
-                out = args.notebooks_out or Path(tmp) / "notebooks"
-                report["steps"][step] = step_notebooks(budget, args.notebook_timeout, out)
+                report["steps"][step] = run_step(step, args, budget, Path(tmp))
             print(f"[{budget.used():6.0f} s] {step}: {report['steps'][step]['status']}", file=sys.stderr, flush=True)
     report["seconds"] = round(budget.used(), 1)
     report["status"] = overall(report["steps"])
