@@ -196,3 +196,14 @@ def test_table_reads_a_partial_report() -> None:
     text = gpu_check.table(report)
     assert "5 passed, 1 failed" in text and "00_start_here" in text and "total budget spent" in text
     assert "NVIDIA X" in text and "failed: tests" in text
+
+
+def test_a_step_that_raises_is_an_error_entry_not_a_crash(monkeypatch, tmp_path) -> None:
+    def oom(*args, **kwargs):
+        raise RuntimeError("CUDA out of memory")
+
+    monkeypatch.setattr(gpu_check, "step_grounding", oom)
+    args = gpu_check.parse_args(["--quick"])
+    entry = gpu_check.run_step("grounding", args, gpu_check.Budget(10), tmp_path)
+    assert entry["status"] == "error" and entry["note"] == "RuntimeError: CUDA out of memory"
+    assert gpu_check.overall({"grounding": entry}) == "failed: grounding"
