@@ -12,7 +12,8 @@ Needs a CUDA GPU (without one it prints one line and exits with status 2). Three
 
 A total budget (``--budget-s``, default 480) is checked before every step and every notebook: what no longer fits
 is skipped with a note, and the grounding run stops at the first optimiser step past the budget. Prints a table,
-writes ``benchmarks/results/gpu_check.json`` (device, versions, every step) and prints that object as the last line.
+writes ``benchmarks/results/gpu_check.json`` (device, versions, every step; rewritten after each step, so a killed
+check leaves what it measured) and prints that object as the last line.
 Exit status: 0 when every step that ran succeeded, 1 otherwise, 2 without CUDA.
 """
 
@@ -338,7 +339,7 @@ def table(report: dict) -> str:
         ("mIoU", ""),
     ]:
         if key in g:
-            lines.append(f"   {key:<22}{g[key]:>12} {unit}".rstrip())
+            lines.append(f"   {key:<22}{g[key]!s:>12} {unit}".rstrip())
     nb = steps.get("notebooks", {})
     lines.append(f"\n3. notebooks at full size ({nb.get('runner', '-')}): {nb.get('status', '?')} {nb.get('note', '')}")
     for row in nb.get("rows", []):
@@ -346,6 +347,12 @@ def table(report: dict) -> str:
         lines.append(f"   {row['notebook']:<36}{seconds:>10}  {row['status']} {row.get('note', '')}".rstrip())
     lines.append(f"\ntotal {report['seconds']} s of a {report['budget_s']:.0f} s budget: {report['status']}")
     return "\n".join(lines)
+
+
+def write_json(path: Path, report: dict) -> None:
+    """The report as strict JSON; rewritten after every step, so a killed check still leaves what it measured."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(finite_or_none(report), indent=1) + "\n")
 
 
 def run_step(step: str, args: argparse.Namespace, budget: Budget, tmp: Path) -> dict:
@@ -379,12 +386,12 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 report["steps"][step] = run_step(step, args, budget, Path(tmp))
             print(f"[{budget.used():6.0f} s] {step}: {report['steps'][step]['status']}", file=sys.stderr, flush=True)
+            write_json(args.json_out, {**report, "status": "running", "seconds": round(budget.used(), 1)})
     report["seconds"] = round(budget.used(), 1)
     report["status"] = overall(report["steps"])
     report = finite_or_none(report)
     print(table(report))
-    args.json_out.parent.mkdir(parents=True, exist_ok=True)
-    args.json_out.write_text(json.dumps(report, indent=1) + "\n")
+    write_json(args.json_out, report)
     print(json.dumps(report))
     return 1 if report["status"].startswith("failed") else 0
 

@@ -187,7 +187,7 @@ def test_table_reads_a_partial_report() -> None:
         "steps": {
             "tests": {"status": "failed", "exit": 1, "seconds": 9.0, "total": 6, "failed": 1, "errors": 0,
                       "skipped": 0, "passed": 5},
-            "grounding": {"status": "skipped", "note": "--skip"},
+            "grounding": {"status": "failed", "preset": "full", "samples_per_second": 123.4, "R1@0.5": None},
             "notebooks": {"status": "incomplete", "runner": "papermill",
                           "rows": [{"notebook": "00_start_here", "status": "ok", "seconds": 3.2},
                                    {"notebook": "01_x", "status": "skipped", "note": "total budget spent"}]},
@@ -195,7 +195,7 @@ def test_table_reads_a_partial_report() -> None:
     }  # fmt: skip
     text = gpu_check.table(report)
     assert "5 passed, 1 failed" in text and "00_start_here" in text and "total budget spent" in text
-    assert "NVIDIA X" in text and "failed: tests" in text
+    assert "NVIDIA X" in text and "failed: tests" in text and "123.4 samples/s" in text  # a NaN metric (None) too
 
 
 def test_a_step_that_raises_is_an_error_entry_not_a_crash(monkeypatch, tmp_path) -> None:
