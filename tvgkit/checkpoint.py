@@ -94,7 +94,11 @@ def rng_state() -> dict[str, Any]:
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
-    """Restore what :func:`rng_state` captured (CUDA states only where CUDA is present)."""
+    """Restore what :func:`rng_state` captured (CUDA states only where CUDA is present).
+
+    A checkpoint may hold more CUDA states than this machine has devices (written where more GPUs were visible):
+    each visible device gets its own state, the rest are ignored (``set_rng_state_all`` would fail on them).
+    """
     py = state["python"]
     random.setstate((py["version"], tuple(py["mt"].tolist()), py["gauss"]))
     npy = state["numpy"]
@@ -102,7 +106,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
     np.random.set_state((npy["kind"], keys, npy["pos"], npy["has_gauss"], npy["cached"]))
     torch.set_rng_state(state["torch"])
     if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state_all(list(state["cuda"])[: torch.cuda.device_count()])
 
 
 @contextlib.contextmanager
