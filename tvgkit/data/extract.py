@@ -184,12 +184,13 @@ def extract_video(
     """
     from tqdm.auto import tqdm
 
-    from tvgkit.data.backbones import BLOBS, FRAMES_PER_CLIP, IMAGE_SIZE, check_backbone, extract_frames
+    from tvgkit.data.backbones import BLOBS, FRAMES_PER_CLIP, IMAGE_SIZE, check_backbone, encoder, extract_frames
 
     if fps <= 0 or clip_seconds <= 0:
         raise InputError(f"fps ({fps}) and clip_seconds ({clip_seconds}) must be positive")
-    check_backbone(backbone)
     image_size = image_size or IMAGE_SIZE
+    if check_backbone(backbone) != BLOBS:
+        encoder(device, image_size)  # load the network (or fail for want of the extra) before reading any frame
     frames, duration = read_frames(path, fps, FRAME_SIZE if backbone == BLOBS else image_size)
     total = math.ceil(duration * fps) if duration else None
     with tqdm(frames, total=total, desc=Path(path).name, unit="frame", disable=not progress) as bar:
