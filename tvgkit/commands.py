@@ -66,12 +66,14 @@ def baselines(args: argparse.Namespace) -> int:
 
     if args.dataset != "synthetic":
         return blind.main(args)
-    from tvgkit.train import RunConfig, blind_baselines
+    from tvgkit.train import RunConfig, blind_baselines, load_splits
 
     if args.split != "test":
         raise InputError("on the synthetic set the baselines are scored on the test split")
     cfg = RunConfig(seed=args.seed, name="baselines")
-    results = blind_baselines(cfg, progress=False)
+    splits = load_splits(cfg.data, progress=False)
+    results = blind_baselines(cfg, splits=splits, progress=False)
+    results["best_span_per_metric"] = blind.per_metric_baseline(splits.records["train"], splits.records["test"])
     print(f"synthetic test; query-blind model = the quick default trained with emptied queries (seed {args.seed})")
     print(blind.format_table(results))
     if args.json:
