@@ -108,9 +108,10 @@ def predict_video(
         sizes = (synth.backbone_size, synth.backbone_frames) if cfg.data.dataset == "synthetic" else (None, None)
         feats, duration = extract_video(video, fps, clip_seconds, False, backbone or "blobs", device, *sizes)
     if feats.shape[1] != model.feat_mean.numel():
+        source = "the file holds" if video.suffix.lower() in FEATURE_SUFFIXES else "tvgkit extract gives"
         raise InputError(
-            f"{video}: {feats.shape[1]} features per clip, but the run {run_dir} was trained on "
-            f"{model.feat_mean.numel()}-dim features (predict needs a run trained on features of its backbone)"
+            f"{video}: {source} {feats.shape[1]} features per clip, but the run {run_dir} was trained on "
+            f"{model.feat_mean.numel()}-dim features (predict --video needs a run trained on extracted ones)"
         )
     vocabulary = load_vocabulary(run_dir, tokenizer)
     unseen = unseen_words(query, vocabulary) if vocabulary is not None and not cfg.train.query_blind else []
