@@ -8,8 +8,9 @@ on ``--timing-videos`` test videos: rendered frames per second, and for the netw
 train seconds, and test R1@0.5, R1@0.7 and mIoU; the video-blind best fixed span per metric (chosen on train) is the
 bar both must clear.
 
-The default is reduced to fit a shared 2-core CPU (pretrained extraction of the quick default's 3,400 videos would
-take about an hour there): 200 train / 40 val / 100 test videos, about 12 minutes in all under ``nice``:
+The default is reduced for a 2-core CPU (pretrained extraction of the quick default's 3,400 videos at the measured
+17 network frames/s would take well over an hour there): 200 train / 40 val / 100 test videos. The saved results took
+30 minutes under ``nice -n 19`` on a CPU shared with other jobs (load 7 to 10), so their seconds are upper bounds:
 
     PYTHONPATH=. nice -n 19 python benchmarks/backbones.py
     PYTHONPATH=. python benchmarks/backbones.py --set data.synth.n_train=3000 --set data.synth.n_test=300  # GPU
