@@ -9,7 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tvgkit.baselines import best_fixed_span, kde_prior, run_blind_baselines, whole_video
+from tvgkit.baselines import (
+    best_fixed_span,
+    best_spans_per_metric,
+    kde_prior,
+    per_metric_baseline,
+    run_blind_baselines,
+    whole_video,
+)
 from tvgkit.cli import main
 from tvgkit.data.records import Record
 
@@ -42,6 +49,29 @@ def test_best_fixed_span_recovers_the_dominant_moment():
         best_fixed_span(train, grid_step=0.3)
 
 
+def test_each_metric_gets_its_own_best_fixed_span():
+    # Five moments (0.2, 0.6) and one (0.7, 0.9). mIoU: the dominant moment itself. R1@0.1: the first grid span
+    # that overlaps both with IoU >= 0.1 is (0, 0.8) (IoUs 0.5 and 0.11; (0, 0.75) gives 0.06 on the short one).
+    # R1@0.7: no span starting at 0 reaches 0.7 on the dominant moment (at most 0.4 / 0.6), (0.05, 0.6) does (0.73).
+    train = _records([(0.2, 0.6)] * 5 + [(0.7, 0.9)])
+    spans = best_spans_per_metric(train)
+    assert spans["mIoU"] == pytest.approx((0.2, 0.6)) and spans["R1@0.1"] == pytest.approx((0.0, 0.8))
+    assert spans["R1@0.7"] == pytest.approx((0.05, 0.6))
+    assert best_fixed_span(train, metric="R1@0.7") == spans["R1@0.7"] and best_fixed_span(train) == spans["mIoU"]
+    with pytest.raises(ValueError, match="unknown metric"):
+        best_fixed_span(train, metric="R5@0.5")
+
+
+def test_per_metric_row_is_at_least_the_mean_iou_span_on_its_training_set():
+    rng = np.random.default_rng(1)
+    starts = rng.uniform(0.0, 0.6, 300)
+    train = _records(np.stack([starts, np.minimum(1.0, starts + rng.uniform(0.05, 0.5, 300))], axis=1))
+    out = run_blind_baselines(train, train, per_metric=True)
+    assert out["best_span_per_metric"] == per_metric_baseline(train, train)
+    for metric, value in out["best_span_per_metric"].items():
+        assert value >= out["best_fixed_span"][metric] - 1e-9  # chosen on this very set: never below
+
+
 def test_kde_prior_is_deterministic_valid_and_follows_the_training_moments():
     rng = np.random.default_rng(0)
     starts = rng.uniform(0.0, 0.2, 200)
@@ -72,7 +102,7 @@ def test_cli_json_last_line(tmp_path, capsys):
     assert main(["baselines", "--dataset", "charades-sta", "--data-dir", data, "--json"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     results = json.loads(lines[-1])
-    assert sorted(results) == ["best_fixed_span", "kde_prior", "whole_video"]
+    assert sorted(results) == ["best_fixed_span", "best_span_per_metric", "kde_prior", "whole_video"]
     # kept test moments (0, 6.9)/30, (20.8, 30)/30, (12.5, 15)/20.5: whole-video IoUs 0.23, 0.3067, 0.1220
     whole = results["whole_video"]
     assert whole["R1@0.1"] == 100.0 and whole["R1@0.3"] == pytest.approx(100 / 3, abs=1e-3) and whole["R1@0.5"] == 0

@@ -68,7 +68,8 @@ def test_synth_video_extract_and_predict(workspace, tmp_path, capsys) -> None:
         == 0
     )
     lines = capsys.readouterr().out.strip().splitlines()
-    rows = [line.split() for line in lines[2:]]
+    assert lines[1] == f"checkpoint {workspace / 'runs' / 'a' / 'best.pt'}, backbone blobs"
+    rows = [line.split() for line in lines[3:]]
     assert [r[0] for r in rows] == ["1", "2", "3"]
     scores = [float(r[3]) for r in rows]
     assert scores == sorted(scores, reverse=True) and all(float(r[1]) <= float(r[2]) for r in rows)

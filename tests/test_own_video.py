@@ -44,8 +44,9 @@ def own(tmp_path_factory) -> SimpleNamespace:
 
 def _rows(stdout: str) -> list[tuple[int, float, float, float]]:
     lines = stdout.strip().splitlines()
-    assert lines[1].split() == ["rank", "start", "end", "score"]
-    return [(int(r), float(s), float(e), float(c)) for r, s, e, c in (line.split() for line in lines[2:])]
+    assert lines[1].startswith("checkpoint ") and lines[1].endswith("best.pt, backbone blobs")
+    assert lines[2].split() == ["rank", "start", "end", "score"]
+    return [(int(r), float(s), float(e), float(c)) for r, s, e, c in (line.split() for line in lines[3:])]
 
 
 def _check_spans(rows, top: int, duration: float, n_clips: int) -> None:

@@ -6,6 +6,9 @@ Captions. Any model's figure means something only next to these:
 
 * ``whole_video``: predict the whole video (R1@m then equals the share of moments longer than m of their video);
 * ``best_fixed_span``: the single normalised span with the best mean IoU on the training moments, for every query;
+* ``best_span_per_metric``: for each metric its own fixed span, the one that scores best *on that metric* on the
+  training moments (a long span wins R1@0.3, a shorter one R1@0.7): the honest bar for each metric is the strongest
+  blind predictor of it, not the span tuned for mIoU;
 * ``kde_prior``: spans sampled from a Gaussian KDE of the training moments' normalised (start, end) (Yuan et al.'s
   bias baseline).
 """
@@ -21,7 +24,7 @@ from scipy.stats import gaussian_kde
 
 from tvgkit.data.records import Record
 from tvgkit.errors import InputError
-from tvgkit.metrics import METRIC_KEYS, evaluate, iou_matrix
+from tvgkit.metrics import DECIMALS, METRIC_KEYS, evaluate, iou_matrix
 
 
 def _normalised(records: Sequence[Record]) -> np.ndarray:
@@ -42,22 +45,60 @@ def whole_video(records: Sequence[Record]) -> list[tuple[float, float]]:
     return [(0.0, float(r.duration)) for r in records]
 
 
-def best_fixed_span(train_records: Sequence[Record], grid_step: float = 0.05) -> tuple[float, float]:
-    """The normalised ``(start, end)`` on a grid of ``grid_step`` with the highest mean IoU on the training moments.
-
-    Chosen by mean IoU (not by one R1@m) so that a single span is not tuned to one threshold; ties go to the
-    earliest, shortest grid span.
-    """
+def _grid(grid_step: float) -> np.ndarray:
+    """Every normalised span ``[n, 2]`` with start < end on a grid of ``grid_step`` (which must divide 1)."""
     steps = round(1.0 / grid_step)
     if steps < 1 or not np.isclose(steps * grid_step, 1.0):
         raise ValueError(f"grid_step must divide 1, got {grid_step}")
     grid = np.arange(steps + 1) / steps
     starts, ends = np.meshgrid(grid, grid, indexing="ij")
     keep = starts < ends
-    candidates = np.stack([starts[keep], ends[keep]], axis=1)
-    scores = iou_matrix(candidates, _normalised(train_records)).mean(axis=1)
-    start, end = candidates[int(np.argmax(scores))]
-    return float(start), float(end)
+    return np.stack([starts[keep], ends[keep]], axis=1)
+
+
+def _score(ious: np.ndarray, metric: str, strict: bool) -> np.ndarray:
+    """Per-candidate training score (rows of ``ious``) on ``metric``: mean IoU, or the hit rate at R1@m."""
+    if metric == "mIoU":
+        return ious.mean(axis=1)
+    if metric not in METRIC_KEYS:
+        raise ValueError(f"unknown metric {metric!r}; choose from {METRIC_KEYS}")
+    m, rounded = float(metric.split("@")[1]), np.round(ious, DECIMALS)
+    return (rounded > m if strict else rounded >= m).mean(axis=1)
+
+
+def best_spans_per_metric(
+    train_records: Sequence[Record], grid_step: float = 0.05, strict: bool = False, metrics: Sequence[str] = METRIC_KEYS
+) -> dict[str, tuple[float, float]]:
+    """``{metric: the grid span that scores best on it on the training moments}`` (ties: earliest, shortest span).
+
+    R1@m counts hits as the evaluation does (``strict``: IoU > m); the grid of ``grid_step`` must divide 1.
+    """
+    candidates = _grid(grid_step)
+    ious = iou_matrix(candidates, _normalised(train_records))
+    best = {k: candidates[int(np.argmax(_score(ious, k, strict)))] for k in metrics}
+    return {k: (float(s), float(e)) for k, (s, e) in best.items()}
+
+
+def best_fixed_span(
+    train_records: Sequence[Record], grid_step: float = 0.05, metric: str = "mIoU", strict: bool = False
+) -> tuple[float, float]:
+    """The normalised ``(start, end)`` on a grid of ``grid_step`` with the best ``metric`` on the training moments.
+
+    By mean IoU unless told otherwise, so that the one ``best_fixed_span`` baseline is not tuned to one threshold.
+    """
+    return best_spans_per_metric(train_records, grid_step, strict, (metric,))[metric]
+
+
+def per_metric_baseline(
+    train_records: Sequence[Record], test_records: Sequence[Record], strict: bool = False
+) -> dict[str, float]:
+    """Test scores of :func:`best_spans_per_metric`: each metric read off the span chosen on train for it."""
+    truths = [r.windows for r in test_records]
+    out = {}
+    for metric, span in best_spans_per_metric(train_records, strict=strict).items():
+        spans = _to_seconds(np.tile(span, (len(test_records), 1)), test_records)
+        out[metric] = evaluate(spans, truths, strict=strict)[metric]
+    return out
 
 
 def kde_prior(train_records: Sequence[Record], test: Sequence[Record] | int, seed: int = 0):
@@ -82,11 +123,16 @@ def kde_prior(train_records: Sequence[Record], test: Sequence[Record] | int, see
 
 
 def run_blind_baselines(
-    train_records: Sequence[Record], test_records: Sequence[Record], seed: int = 0, strict: bool = False
+    train_records: Sequence[Record],
+    test_records: Sequence[Record],
+    seed: int = 0,
+    strict: bool = False,
+    per_metric: bool = False,
 ) -> dict[str, dict[str, float]]:
     """Every video-blind baseline fitted on ``train_records`` and scored on ``test_records`` (percent).
 
-    Hits count IoU >= m, or IoU > m with ``strict`` (the 2D-TAN evaluator).
+    Hits count IoU >= m, or IoU > m with ``strict`` (the 2D-TAN evaluator). ``per_metric`` adds the row
+    ``best_span_per_metric`` (:func:`per_metric_baseline`).
     """
     truths = [r.windows for r in test_records]
     fixed = np.tile(best_fixed_span(train_records), (len(test_records), 1))
@@ -95,7 +141,10 @@ def run_blind_baselines(
         "best_fixed_span": _to_seconds(fixed, test_records),
         "kde_prior": kde_prior(train_records, test_records, seed=seed),
     }
-    return {name: evaluate(spans, truths, strict=strict) for name, spans in predictions.items()}
+    results = {name: evaluate(spans, truths, strict=strict) for name, spans in predictions.items()}
+    if per_metric:
+        results["best_span_per_metric"] = per_metric_baseline(train_records, test_records, strict=strict)
+    return results
 
 
 #: Published top-1 results to read the blind baselines against: (dataset, model, features, metrics, source).
@@ -150,19 +199,25 @@ def load_records(dataset: str, split: str, data_dir: str | None = None) -> list[
 
 def format_table(results: dict[str, dict[str, float]]) -> str:
     """A fixed-width table: one row per baseline, one column per metric (percent, 2 decimals)."""
-    lines = [f"{'baseline':<16}" + "".join(f"{k:>9}" for k in METRIC_KEYS)]
+    width = max(16, *(len(name) + 1 for name in results))
+    lines = [f"{'baseline':<{width}}" + "".join(f"{k:>9}" for k in METRIC_KEYS)]
     for name, metrics in results.items():
-        lines.append(f"{name:<16}" + "".join(f"{metrics[k]:>9.2f}" for k in METRIC_KEYS))
+        lines.append(f"{name:<{width}}" + "".join(f"{metrics[k]:>9.2f}" for k in METRIC_KEYS))
     return "\n".join(lines)
+
+
+def format_spans(spans: dict[str, tuple[float, float]]) -> str:
+    """One line: each metric's fixed span chosen on train (the ``best_span_per_metric`` row's spans)."""
+    return "  ".join(f"{k} [{s:.2f}, {e:.2f}]" for k, (s, e) in spans.items())
 
 
 def main(args: argparse.Namespace) -> int:
     """``tvgkit baselines``: fit the priors on the training split, score them on ``--split``."""
     test = load_records(args.dataset, args.split, args.data_dir)
     train = load_records(args.dataset, "train", args.data_dir)
-    start, end = best_fixed_span(train)
-    results = run_blind_baselines(train, test, seed=args.seed)
-    print(f"\n{args.dataset} {args.split}: {len(test)} queries; best fixed span on train = [{start:.2f}, {end:.2f}]")
+    results = run_blind_baselines(train, test, seed=args.seed, per_metric=True)
+    print(f"\n{args.dataset} {args.split}: {len(test)} queries; best fixed span on train, per metric:")
+    print(format_spans(best_spans_per_metric(train)))
     print("R1@m counts IoU >= m; all figures in percent; no video or sentence is looked at.")
     print(format_table(results))
     if args.json:

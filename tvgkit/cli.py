@@ -62,9 +62,15 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_extract(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("extract", help="per-clip OpenCV features of video files into one HDF5 file")
+    p = sub.add_parser("extract", help="per-clip features of video files into one HDF5 file")
     p.add_argument("videos", nargs="+", metavar="VIDEO")
     p.add_argument("--out", required=True, metavar="FILE.hdf5")
+    p.add_argument(
+        "--backbone",
+        default="blobs",
+        help="blobs: colour-blob statistics for the kit's rendered videos (default); efficientnet-lite0: ImageNet "
+        "features for real footage (needs tvgkit[vision]; CUDA when present)",
+    )
     p.add_argument("--fps", type=float, default=4.0)
     p.add_argument("--clip-seconds", type=float, default=1.0)
     p.add_argument(
@@ -80,7 +86,8 @@ def _add_extract(sub: argparse._SubParsersAction) -> None:
 def _add_predict(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="top spans of a query in a video file, with a trained run")
     p.add_argument("run_dir")
-    p.add_argument("--video", required=True)
+    p.add_argument("--video", required=True, help="a video file, or an HDF5 file written by tvgkit extract")
+    p.add_argument("--vid", default=None, help="which video of an HDF5 file holding several")
     p.add_argument("--query", required=True)
     p.add_argument("--top", type=int, default=5)
     p.add_argument(

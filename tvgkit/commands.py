@@ -66,12 +66,14 @@ def baselines(args: argparse.Namespace) -> int:
 
     if args.dataset != "synthetic":
         return blind.main(args)
-    from tvgkit.train import RunConfig, blind_baselines
+    from tvgkit.train import RunConfig, blind_baselines, load_splits
 
     if args.split != "test":
         raise InputError("on the synthetic set the baselines are scored on the test split")
     cfg = RunConfig(seed=args.seed, name="baselines")
-    results = blind_baselines(cfg, progress=False)
+    splits = load_splits(cfg.data, progress=False)
+    results = blind_baselines(cfg, splits=splits, progress=False)
+    results["best_span_per_metric"] = blind.per_metric_baseline(splits.records["train"], splits.records["test"])
     print(f"synthetic test; query-blind model = the quick default trained with emptied queries (seed {args.seed})")
     print(blind.format_table(results))
     if args.json:
@@ -116,13 +118,16 @@ def extract(args: argparse.Namespace) -> int:
     """``tvgkit extract``: one HDF5 ``{file stem: [clips, dim]}`` (and the durations, for Charades-STA text
     annotations), written only once every video has been read.
 
-    The progress bar counts frames for one video and videos for several.
+    The file's attributes record the backbone, fps, clip length and durations, so that training and ``predict`` can
+    refuse features of another backbone. The progress bar counts frames for one video and videos for several.
     """
     from tqdm.auto import tqdm
 
+    from tvgkit.data.backbones import BLOBS, FRAMES_PER_CLIP, IMAGE_SIZE, check_backbone
     from tvgkit.data.extract import extract_video
     from tvgkit.data.features import write_hdf5
 
+    check_backbone(args.backbone)
     stems: dict[str, str] = {}
     for video in args.videos:
         if Path(video).stem in stems:
@@ -132,10 +137,16 @@ def extract(args: argparse.Namespace) -> int:
     several = len(stems) > 1
     bar = tqdm(stems.items(), desc="extract", unit="video", disable=args.quiet or not several)
     for vid, video in bar:
-        feats, duration = extract_video(video, args.fps, args.clip_seconds, progress=not (args.quiet or several))
+        feats, duration = extract_video(
+            video, args.fps, args.clip_seconds, progress=not (args.quiet or several), backbone=args.backbone
+        )
         features[vid], durations[vid] = feats, {"duration": round(duration, 3)}
-        bar.write(f"{video}: {duration:.1f} s -> {feats.shape[0]} clips x {feats.shape[1]} features")
-    print(f"wrote {write_hdf5(features, args.out)}")
+        bar.write(f"{video}: {duration:.1f} s -> {feats.shape[0]} clips x {feats.shape[1]} features ({args.backbone})")
+    attrs = {"backbone": args.backbone, "fps": args.fps, "clip_seconds": args.clip_seconds}
+    if args.backbone != BLOBS:
+        attrs |= {"image_size": IMAGE_SIZE, "frames_per_clip": FRAMES_PER_CLIP}
+    attrs["durations"] = json.dumps({vid: d["duration"] for vid, d in durations.items()})
+    print(f"wrote {write_hdf5(features, args.out, attrs=attrs)}")
     if args.durations:
         path = Path(args.durations)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -145,42 +156,26 @@ def extract(args: argparse.Namespace) -> int:
 
 
 def predict(args: argparse.Namespace) -> int:
-    import torch
+    """``tvgkit predict``: the ranked spans, under a line naming the checkpoint and backbone; query words the run
+    never saw are listed on stderr."""
+    import warnings
 
-    from tvgkit.data.dataset import fill_template
-    from tvgkit.data.extract import extract_video
-    from tvgkit.data.features import resample
-    from tvgkit.model import decode
-    from tvgkit.train import load_run
+    from tvgkit.inference import UnseenWordsWarning, predict_video
 
-    if args.top < 1:
-        raise InputError(f"--top must be at least 1, got {args.top}")
-    model, tokenizer, cfg = load_run(args.run_dir)
-    fps = cfg.data.synth.fps if args.fps is None else args.fps
-    clip_seconds = cfg.data.synth.clip_seconds if args.clip_seconds is None else args.clip_seconds
-    feats, duration = extract_video(args.video, fps, clip_seconds)
-    if feats.shape[1] != model.feat_mean.numel():
-        raise InputError(
-            f"{args.video}: tvgkit extract gives {feats.shape[1]} features per clip, but the run {args.run_dir} was "
-            f"trained on {model.feat_mean.numel()}-dim features (predict --video needs a run trained on extracted ones)"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UnseenWordsWarning)
+        result = predict_video(
+            args.run_dir, args.video, args.query, args.top, args.fps, args.clip_seconds, vid=args.vid
         )
-    if len(feats) > cfg.data.max_clips:
-        feats = resample(feats, cfg.data.max_clips)[0]
-    video = torch.from_numpy(feats)[None]
-    mask = torch.ones(1, len(feats), dtype=torch.long)
-    templates = cfg.model.templates if cfg.model.prompt_ensemble else cfg.model.templates[:1]
-    with torch.no_grad():
-        outs = []
-        for template in templates:
-            enc = tokenizer([fill_template(template, args.query)], return_tensors="pt")
-            outs.append(model(video, mask, enc["input_ids"], enc["attention_mask"]))
-    spans, scores = decode(outs, mask, k=args.top)
-    rows = [
-        (float(s[0]) * duration, float(s[1]) * duration, float(c)) for s, c in zip(spans[0], scores[0], strict=True)
-    ]
-    print(f'{args.video} ({duration:.1f} s), query "{args.query}":')
+    for warning in caught:
+        if issubclass(warning.category, UnseenWordsWarning):
+            print(f"tvgkit predict: warning: {warning.message}", file=sys.stderr)
+        else:
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+    print(f'{result.video} ({result.duration:.1f} s), query "{result.query}":')
+    print(f"checkpoint {result.checkpoint}, backbone {result.backbone or 'unknown (not recorded by the run)'}")
     print(f"{'rank':>4} {'start':>7} {'end':>7} {'score':>7}")
-    for rank, (start, end, score) in enumerate(rows, 1):
+    for rank, (start, end, score) in enumerate(result.spans, 1):
         print(f"{rank:>4} {start:7.2f} {end:7.2f} {score:7.3f}")
     return 0
 

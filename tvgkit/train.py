@@ -31,6 +31,7 @@ from tvgkit.diagnostics import NonFiniteError, NonFiniteGuard, audit_eval_loader
 from tvgkit.errors import InputError
 from tvgkit.model import GroundingModel, ModelConfig, decode, loss_terms
 from tvgkit.text import TextConfig
+from tvgkit.vocabulary import save_vocabulary
 
 
 @dataclass
@@ -53,6 +54,10 @@ class DataConfig:
     feature_dim: int | None = None
     skip_missing_features: bool = False
     max_clips: int = 64
+    # The network the features come from ("blobs", "efficientnet-lite0"): filled in from the features (synthetic:
+    # synth.backbone; files: the HDF5 attribute tvgkit extract writes) and saved in config.yaml, so that predict can
+    # refuse a video's features from another backbone. A value set here must match the features'.
+    backbone: str | None = None
 
 
 @dataclass
@@ -186,6 +191,15 @@ def load_splits(cfg: DataConfig, progress: bool = True) -> Splits:
         if not (records["train"] and records["val"]):
             raise configs.ConfigError("data.val: too few training videos to cut a validation split; give data.val")
     return Splits(records, store)
+
+
+def feature_backbone(cfg: DataConfig, store) -> str | None:
+    """The backbone of the run's features (None: the files do not say); refuses one that contradicts
+    ``data.backbone``."""
+    found = cfg.synth.backbone if cfg.dataset == "synthetic" else store.backbone
+    if cfg.backbone is not None and found is not None and found != cfg.backbone:
+        raise configs.ConfigError(f"data.backbone is {cfg.backbone!r} but {store.path} was extracted with {found!r}")
+    return found or cfg.backbone
 
 
 def build_model(cfg: RunConfig, train_records: list[Record], feature_dim: int, tokenizer_dir: Path | None = None):
@@ -362,6 +376,7 @@ class _Trainer:
         self.device = distributed.device_for(self.session.device, self.world)
         with distributed.main_first():  # rank 0 renders the dataset and trains the vocabulary; the others reuse them
             self.splits = splits or load_splits(cfg.data, progress=self.progress)
+            cfg.data.backbone = feature_backbone(cfg.data, self.splits.features)
             self.model, tokenizer = build_model(
                 cfg, self.splits.records["train"], self.splits.features.dim, run_dir / "tokenizer" if run_dir else None
             )
@@ -385,6 +400,8 @@ class _Trainer:
             s: loader(d, 256, False, pad, rank=rank, replicas=replicas) for s, d in datasets.items() if s != "train"
         }
         self.run_dir = run_dir or _new_run_dir(cfg, tokenizer, self.world)
+        if run_dir is None and self.world.main:  # predict names the query words a run never saw
+            save_vocabulary((r.query for r in self.splits.records["train"]), self.run_dir)
 
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(_param_groups(self.model, self.opt), lr=self.opt.lr)

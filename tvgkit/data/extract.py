@@ -166,20 +166,35 @@ def read_frames(path: str | Path, fps: float = 4.0, size: int = FRAME_SIZE) -> t
 
 
 def extract_video(
-    path: str | Path, fps: float = 4.0, clip_seconds: float = 1.0, progress: bool = False
+    path: str | Path,
+    fps: float = 4.0,
+    clip_seconds: float = 1.0,
+    progress: bool = False,
+    backbone: str = "blobs",
+    device=None,
+    image_size: int | None = None,
+    frames_per_clip: int | None = None,
 ) -> tuple[np.ndarray, float]:
-    """Features [clips, FEATURE_DIM] and duration (s) of a video file: what ``tvgkit extract`` writes per video.
+    """Features [clips, dim] and duration (s) of a video file: what ``tvgkit extract`` writes per video.
 
+    ``backbone`` is ``"blobs"`` (the colour-blob statistics above, FEATURE_DIM wide) or a pretrained network of
+    :mod:`tvgkit.data.backbones` (frames read at its input size ``image_size``, ``frames_per_clip`` of each clip
+    through the network; ``device`` defaults to CUDA when present).
     ``progress`` shows a tqdm bar over the sampled frames (a long video takes minutes).
     """
     from tqdm.auto import tqdm
 
+    from tvgkit.data.backbones import BLOBS, FRAMES_PER_CLIP, IMAGE_SIZE, check_backbone, encoder, extract_frames
+
     if fps <= 0 or clip_seconds <= 0:
         raise InputError(f"fps ({fps}) and clip_seconds ({clip_seconds}) must be positive")
-    frames, duration = read_frames(path, fps)
+    image_size = image_size or IMAGE_SIZE
+    if check_backbone(backbone) != BLOBS:
+        encoder(device, image_size)  # load the network (or fail for want of the extra) before reading any frame
+    frames, duration = read_frames(path, fps, FRAME_SIZE if backbone == BLOBS else image_size)
     total = math.ceil(duration * fps) if duration else None
     with tqdm(frames, total=total, desc=Path(path).name, unit="frame", disable=not progress) as bar:
-        feats = clip_features(bar, fps, clip_seconds)
+        feats = extract_frames(bar, backbone, fps, clip_seconds, device, image_size, frames_per_clip or FRAMES_PER_CLIP)
     if len(feats) == 0:
         raise VideoError(f"{path}: OpenCV opened the file but read no frame from it")
     return feats, duration or len(feats) * clip_seconds

@@ -131,6 +131,18 @@ class FeatureStore:
         return len(self.vids)
 
     @property
+    def attrs(self) -> dict:
+        """The HDF5 file's attributes (``tvgkit extract`` writes ``backbone``, ``fps``, ``clip_seconds``); ``{}`` for
+        the folder layouts."""
+        return dict(self._file.attrs) if self._file is not None else {}
+
+    @property
+    def backbone(self) -> str | None:
+        """The backbone the features were extracted with, as recorded by ``tvgkit extract`` (None: not recorded)."""
+        value = self.attrs.get("backbone")
+        return None if value is None else str(value)
+
+    @property
     def dim(self) -> int:
         """Feature width, read from the first video."""
         if not self.vids:
@@ -222,8 +234,16 @@ def check_coverage(
     return kept, Coverage(str(store.path), int(dim or 0), n_skipped, missing)
 
 
-def write_hdf5(features: Mapping[str, np.ndarray], path: str | Path, group_key: str | None = None) -> Path:
+def write_hdf5(
+    features: Mapping[str, np.ndarray],
+    path: str | Path,
+    group_key: str | None = None,
+    attrs: Mapping[str, object] | None = None,
+) -> Path:
     """Write ``{vid: [clips, dim]}`` as HDF5 ``f[vid]`` (float32), or ``f[vid][group_key]`` when given.
+
+    ``attrs`` become the file's attributes: the backbone goes with the features it made, so a run or ``predict``
+    can refuse features from another backbone (:attr:`FeatureStore.backbone`).
 
     ``group_key="c3d_features"`` writes the ActivityNet C3D layout. Every array is checked before anything is
     written, and the file is written beside ``path`` then renamed, so a failure never leaves a half-written file or
@@ -240,6 +260,7 @@ def write_hdf5(features: Mapping[str, np.ndarray], path: str | Path, group_key: 
     partial = path.with_name(path.name + ".partial")
     try:
         with h5py.File(partial, "w") as f:
+            f.attrs.update(dict(attrs or {}))
             for vid, array in arrays.items():
                 target = f.create_group(vid) if group_key else f
                 target.create_dataset(group_key or vid, data=array)

@@ -66,6 +66,16 @@ class SynthConfig:
     distractor_prob: float = 0.7
     clip_seconds: float = 1.0
     noise: float = 6.0
+    # Which features: "blobs" (tvgkit.data.extract) or a pretrained network of tvgkit.data.backbones. For a network,
+    # the 64-px frames are upsampled to ``backbone_size`` (beyond 2x that adds compute, not information) and
+    # ``backbone_frames`` frames of each clip go through it. Left out of the cache hash for "blobs".
+    backbone: str = "blobs"
+    backbone_size: int = 128
+    backbone_frames: int = 1
+
+
+#: The fields that only a pretrained backbone reads.
+BACKBONE_FIELDS = ("backbone", "backbone_size", "backbone_frames")
 
 
 @dataclass
@@ -98,7 +108,11 @@ class VideoSpec:
 
 
 def config_hash(cfg: SynthConfig) -> str:
-    text = json.dumps({"version": VERSION, **asdict(cfg)}, sort_keys=True)
+    """The cache folder's name; blob-feature datasets keep the hashes they had before backbones existed."""
+    fields = asdict(cfg)
+    if cfg.backbone == "blobs":
+        fields = {k: v for k, v in fields.items() if k not in BACKBONE_FIELDS}
+    text = json.dumps({"version": VERSION, **fields}, sort_keys=True)
     return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
@@ -292,10 +306,26 @@ def generate_split(cfg: SynthConfig, split: str, n: int):
 
 
 def _features_and_records(job: tuple[SynthConfig, str, int]) -> tuple[str, np.ndarray, list[Record]]:
-    """Worker of :func:`build`: render one video and extract its features (frames never leave the process)."""
+    """Worker of :func:`build`: render one video and extract its blob features (frames never leave the process);
+    for a pretrained backbone it returns the frames, which the parent process runs through the network in batches
+    (one copy of the network, on the GPU when there is one)."""
     cfg, split, k = job
     spec, frames, records = make_video(cfg, split, k)
-    return spec.vid, clip_features(frames, cfg.fps, cfg.clip_seconds), records
+    return spec.vid, clip_features(frames, cfg.fps, cfg.clip_seconds) if cfg.backbone == "blobs" else frames, records
+
+
+def synth_features(cfg: SynthConfig, frames: np.ndarray) -> np.ndarray:
+    """Per-clip features of rendered frames with ``cfg.backbone`` (what :func:`build` stores for each video)."""
+    from tvgkit.data.backbones import extract_frames
+
+    return extract_frames(
+        frames,
+        cfg.backbone,
+        cfg.fps,
+        cfg.clip_seconds,
+        image_size=cfg.backbone_size,
+        frames_per_clip=cfg.backbone_frames,
+    )
 
 
 @dataclass(frozen=True)
@@ -333,10 +363,12 @@ def build(
 
     from tqdm.auto import tqdm
 
+    from tvgkit.data.backbones import check_backbone
     from tvgkit.data.features import write_hdf5
     from tvgkit.data.formats import write_charades_sta, write_jsonl
 
     cfg = cfg or SynthConfig()
+    check_backbone(cfg.backbone)
     root = Path(cache_dir or cache_root()) / "synthetic" / config_hash(cfg)
     data = SynthData(root)
     if (root / "DONE").exists():
@@ -355,7 +387,7 @@ def build(
     try:
         results = pool.imap(_features_and_records, jobs, chunksize=8) if pool else map(_features_and_records, jobs)
         for (_, split, _), (vid, feats, recs) in zip(jobs, results, strict=True):
-            features[vid] = feats
+            features[vid] = feats if cfg.backbone == "blobs" else synth_features(cfg, feats)
             records[split] += recs
             bar.update()
     finally:
@@ -370,7 +402,8 @@ def build(
         durations.update(json.loads((tmp / f"durations_{split}.json").read_text()))
         (tmp / f"durations_{split}.json").unlink()
     (tmp / "charades_sta" / "durations.json").write_text(json.dumps(durations))
-    write_hdf5(features, tmp / "features.hdf5")
+    attrs = {k: getattr(cfg, k) for k in BACKBONE_FIELDS} if cfg.backbone != "blobs" else {"backbone": "blobs"}
+    write_hdf5(features, tmp / "features.hdf5", attrs={**attrs, "fps": cfg.fps, "clip_seconds": cfg.clip_seconds})
     (tmp / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
     (tmp / "DONE").write_text("ok\n")
     shutil.rmtree(root, ignore_errors=True)
