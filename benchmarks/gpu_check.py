@@ -87,6 +87,7 @@ def device_info() -> dict:
     import torch
 
     import tvgkit
+    from tvgkit.runtime import amp_dtype
 
     props = torch.cuda.get_device_properties(0)
     return {
@@ -94,7 +95,7 @@ def device_info() -> dict:
         "gpu_count": torch.cuda.device_count(),
         "capability": f"{props.major}.{props.minor}",
         "gpu_memory_gb": round(props.total_memory / 2**30, 1),
-        "bf16": bool(torch.cuda.is_bf16_supported()),
+        "bf16_native": amp_dtype() == torch.bfloat16,
         "torch": torch.__version__,
         "cuda": torch.version.cuda,
         "cudnn": torch.backends.cudnn.version(),

@@ -28,7 +28,12 @@ EPOCHS = 6  # the tiny preset has 2 steps per epoch: 12 steps, seconds on a GPU,
 
 
 def _amp_dtype() -> torch.dtype:
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    """bf16 only where the GPU has it natively (emulated bf16 counts as fp16, with a GradScaler)."""
+    try:
+        native = torch.cuda.is_bf16_supported(including_emulation=False)
+    except TypeError:
+        native = torch.cuda.is_bf16_supported()
+    return torch.bfloat16 if native else torch.float16
 
 
 def _on_cuda(tensors: dict[str, torch.Tensor]) -> list[str]:
@@ -141,7 +146,7 @@ def test_tiny_run_on_cuda_is_finite_and_keeps_every_tensor_on_the_gpu(cuda_run) 
     # Autocast was on for training steps and for evaluation, at the GPU's AMP dtype.
     assert spy.proj_dtypes[True] == {_amp_dtype()} and spy.proj_dtypes[False] == {_amp_dtype()}
     # bf16 needs no loss scaling; the scaler is on only where fp16 is used.
-    assert trainer.scaler.is_enabled() == (not torch.cuda.is_bf16_supported())
+    assert trainer.scaler.is_enabled() == (_amp_dtype() == torch.float16)
 
 
 # --- (c) fp16 forced: GradScaler on, the run still finishes finite ---
