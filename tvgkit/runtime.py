@@ -101,6 +101,8 @@ def quiet_warnings() -> None:
     for category in (FutureWarning, DeprecationWarning, UserWarning):
         warnings.filterwarnings("ignore", category=category, module=r"(peft|transformers|torch|seaborn|h5py)(\.|$)")
     warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing\W* is deprecated")
+    # tqdm.auto falls back to the text bar without ipywidgets; the warning saying so is noise in stored outputs
+    warnings.filterwarnings("ignore", message="IProgress not found")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
