@@ -147,15 +147,25 @@ def extract(args: argparse.Namespace) -> int:
 def predict(args: argparse.Namespace) -> int:
     import torch
 
-    from tvgkit.data.dataset import fill_template
+    from tvgkit.data.dataset import fill_template, fit_query
     from tvgkit.data.extract import extract_video
     from tvgkit.data.features import resample
-    from tvgkit.model import decode_spans, span_probs
+    from tvgkit.model import VIDEO_POSITION_OFFSET, decode_spans, span_probs
     from tvgkit.train import load_run
 
     if args.top < 1:
         raise InputError(f"--top must be at least 1, got {args.top}")
+    if not args.query.strip():
+        raise InputError("--query is empty: give the sentence whose moment to find")
     model, tokenizer, cfg = load_run(args.run_dir)
+    templates = cfg.model.templates if cfg.model.prompt_ensemble else cfg.model.templates[:1]
+    query, n_tokens = fit_query(tokenizer, templates, args.query.strip())
+    if query != args.query.strip():
+        print(
+            f"tvgkit predict: warning: the query makes a {n_tokens}-token prompt, longer than the model's "
+            f"{VIDEO_POSITION_OFFSET}; using its first {len(query.split())} words",
+            file=sys.stderr,
+        )
     fps = cfg.data.synth.fps if args.fps is None else args.fps
     clip_seconds = cfg.data.synth.clip_seconds if args.clip_seconds is None else args.clip_seconds
     feats, duration = extract_video(args.video, fps, clip_seconds)
@@ -168,11 +178,10 @@ def predict(args: argparse.Namespace) -> int:
         feats = resample(feats, cfg.data.max_clips)[0]
     video = torch.from_numpy(feats)[None]
     mask = torch.ones(1, len(feats), dtype=torch.long)
-    templates = cfg.model.templates if cfg.model.prompt_ensemble else cfg.model.templates[:1]
     with torch.no_grad():
         outs = []
         for template in templates:
-            enc = tokenizer([fill_template(template, args.query)], return_tensors="pt")
+            enc = tokenizer([fill_template(template, query)], return_tensors="pt")
             outs.append(model(video, mask, enc["input_ids"], enc["attention_mask"]))
     if cfg.model.head == "span":
         ps = torch.stack([span_probs(o)[0] for o in outs]).mean(0)
@@ -186,7 +195,7 @@ def predict(args: argparse.Namespace) -> int:
     else:
         span = torch.stack([o["span"] for o in outs]).mean(0)[0]
         rows = [(float(span[0]) * duration, float(span[1]) * duration, 1.0)]
-    print(f'{args.video} ({duration:.1f} s), query "{args.query}":')
+    print(f'{args.video} ({duration:.1f} s), query "{query}":')
     print(f"{'rank':>4} {'start':>7} {'end':>7} {'score':>7}")
     for rank, (start, end, score) in enumerate(rows, 1):
         print(f"{rank:>4} {start:7.2f} {end:7.2f} {score:7.3f}")
