@@ -3,6 +3,11 @@
 Every case must raise a kit error (FormatError, FeatureError, ConfigError: all ValueErrors) whose message names the
 file and line, or the key, and the reason; through ``tvgkit train`` the user sees that message as ONE ``error:`` line
 with exit status 2, and no run folder is created. Exceptions that are not kit errors keep their traceback.
+
+The matrix: annotations (malformed, empty, whitespace-only, emptied by the clean-up, in every format, through
+``tvgkit train`` and ``tvgkit baselines``), byte-order marks (read as without, checked on the real files where
+present), features (non-finite, widths, dtypes, 1-D / 3-D, empty, truncated HDF5 and .npy), configs, a run folder
+damaged or edited (``tvgkit eval`` / ``predict``) and queries (empty, whitespace, longer than the model takes).
 """
 
 from __future__ import annotations
@@ -126,6 +131,14 @@ ANNOTATION_CASES = {
         "bad.jsonl",
         '{"qid": "a", "query": "", "duration": 9, "vid": "v1", "relevant_windows": [[0, 1]]}\n',
         r"bad\.jsonl, line 1: empty query for video 'v1'",
+    ),
+    "empty-jsonl": ("bad.jsonl", "", r"bad\.jsonl: is empty \(or only whitespace\)"),
+    "whitespace-txt": ("bad.txt", " \n\t\n\n", r"bad\.txt: is empty \(or only whitespace\)"),
+    "only-a-bom-json": ("bad.json", "\ufeff", r"bad\.json: is empty \(or only whitespace\)"),
+    "all-dropped-jsonl": (
+        "bad.jsonl",
+        '{"qid": "a", "query": "q", "duration": 9, "vid": "v1", "relevant_windows": [[5, 3]]}\n',
+        r"bad\.jsonl: all 1 queries were dropped by the clean-up \(start >= end after clipping",
     ),
     "zero-duration-jsonl": (
         "bad.jsonl",
@@ -717,6 +730,13 @@ def test_predict_refuses_an_empty_query(files_run, tmp_path, query, capsys) -> N
     line = _cli_error(["predict", str(files_run), "--video", str(tmp_path / "v.mp4"), "--query", query], capsys)
     assert line == "tvgkit predict: error: --query is empty: give the sentence whose moment to find"
     assert _snapshot(files_run) == before
+
+
+def test_predict_refuses_a_query_whose_first_word_is_already_too_long(files_run, tmp_path, capsys) -> None:
+    """Cutting words cannot help here: refused, rather than grounding the prompt template alone."""
+    query = "x" * 400
+    line = _cli_error(["predict", str(files_run), "--video", str(tmp_path / "v.mp4"), "--query", query], capsys)
+    assert line.endswith(f"its first word {'x' * 30!r} makes a prompt longer than the model's 96 tokens"), line
 
 
 def test_predict_cuts_an_over_long_query_with_a_warning(files_run, monkeypatch, capsys) -> None:

@@ -50,8 +50,9 @@ def fit_query(
     while too_many - keep > 1:
         mid = (keep + too_many) // 2
         keep, too_many = (mid, too_many) if length(" ".join(words[:mid])) <= max_tokens else (keep, mid)
-    if keep == 0:
-        raise InputError(f"a prompt template alone is longer than {max_tokens} tokens: {templates}")
+    if keep == 0:  # nothing to keep: refused rather than grounding the template alone
+        what = "the prompt template alone" if length("") > max_tokens else f"its first word {words[0][:30]!r}"
+        raise InputError(f"query {query[:40]!r}...: {what} makes a prompt longer than the model's {max_tokens} tokens")
     return " ".join(words[:keep]), n_tokens
 
 
