@@ -733,10 +733,13 @@ def test_predict_refuses_an_empty_query(files_run, tmp_path, query, capsys) -> N
 
 
 def test_predict_refuses_a_query_whose_first_word_is_already_too_long(files_run, tmp_path, capsys) -> None:
-    """Cutting words cannot help here: refused, rather than grounding the prompt template alone."""
-    query = "x" * 400
+    """Cutting words cannot help here: refused, rather than grounding the prompt template alone.
+
+    99 letters of the vocabulary are 99 WordPiece tokens (a word over BERT's 100 characters would be one [UNK]).
+    """
+    query = "e" * 99
     line = _cli_error(["predict", str(files_run), "--video", str(tmp_path / "v.mp4"), "--query", query], capsys)
-    assert line.endswith(f"its first word {'x' * 30!r} makes a prompt longer than the model's 96 tokens"), line
+    assert line.endswith(f"its first word {'e' * 30!r} makes a prompt longer than the model's 96 tokens"), line
 
 
 def test_predict_cuts_an_over_long_query_with_a_warning(files_run, monkeypatch, capsys) -> None:
