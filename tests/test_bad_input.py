@@ -3,10 +3,17 @@
 Every case must raise a kit error (FormatError, FeatureError, ConfigError: all ValueErrors) whose message names the
 file and line, or the key, and the reason; through ``tvgkit train`` the user sees that message as ONE ``error:`` line
 with exit status 2, and no run folder is created. Exceptions that are not kit errors keep their traceback.
+
+The matrix: annotations (malformed, empty, whitespace-only, emptied by the clean-up, in every format, through
+``tvgkit train`` and ``tvgkit baselines``), byte-order marks (read as without, checked on the real files where
+present), features (non-finite, widths, dtypes, 1-D / 3-D, empty, truncated HDF5 and .npy), configs, a run folder
+damaged or edited (``tvgkit eval`` / ``predict``) and queries (empty, whitespace, longer than the model takes).
 """
 
 from __future__ import annotations
 
+import codecs
+import dataclasses
 import json
 import re
 import shutil
@@ -15,6 +22,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+import torch
 import yaml
 
 from tvgkit import config
@@ -22,6 +30,7 @@ from tvgkit.cli import main
 from tvgkit.config import ConfigError
 from tvgkit.data.features import FeatureError, MissingFeaturesError, check_coverage, open_features, write_hdf5
 from tvgkit.data.formats import FormatError, read_annotations, read_charades_sta
+from tvgkit.data.locate import data_root
 from tvgkit.errors import InputError
 from tvgkit.train import PRESETS, RunConfig, load_splits, train
 
@@ -118,6 +127,19 @@ ANNOTATION_CASES = {
         r"bad\.txt, line 2: video 'zz' has no duration in .*durations",
     ),
     "empty-query": ("bad.txt", "v1 1 3##   \n", r"bad\.txt, line 1: empty query for video 'v1'"),
+    "empty-query-jsonl": (
+        "bad.jsonl",
+        '{"qid": "a", "query": "", "duration": 9, "vid": "v1", "relevant_windows": [[0, 1]]}\n',
+        r"bad\.jsonl, line 1: empty query for video 'v1'",
+    ),
+    "empty-jsonl": ("bad.jsonl", "", r"bad\.jsonl: is empty \(or only whitespace\)"),
+    "whitespace-txt": ("bad.txt", " \n\t\n\n", r"bad\.txt: is empty \(or only whitespace\)"),
+    "only-a-bom-json": ("bad.json", "\ufeff", r"bad\.json: is empty \(or only whitespace\)"),
+    "all-dropped-jsonl": (
+        "bad.jsonl",
+        '{"qid": "a", "query": "q", "duration": 9, "vid": "v1", "relevant_windows": [[5, 3]]}\n',
+        r"bad\.jsonl: all 1 queries were dropped by the clean-up \(start >= end after clipping",
+    ),
     "zero-duration-jsonl": (
         "bad.jsonl",
         '{"qid": "a", "query": "q", "duration": 0, "vid": "v1", "relevant_windows": [[0, 1]]}\n',
@@ -292,7 +314,54 @@ FEATURE_CASES = {
     "not-hdf5": (lambda d: (d / "f.hdf5").write_text("a text file"), {}, r"f\.hdf5: not a readable HDF5 file"),
     "hdf5-without-videos": (lambda d: _h5(d / "f.hdf5", {}), {}, r"f\.hdf5: the HDF5 file holds no videos"),
     "missing-store": (lambda d: (d / "f.hdf5").unlink(), {}, r"f\.hdf5: no such feature file or folder"),
+    "empty-file": (lambda d: (d / "f.hdf5").write_bytes(b""), {}, r"f\.hdf5: not a readable HDF5 file"),
+    "truncated-hdf5": (lambda d: _truncate(d / "f.hdf5"), {}, r"f\.hdf5: not a readable HDF5 file \(.*truncated file"),
+    "strings-not-numbers": (
+        lambda d: _h5(d / "f.hdf5", {**_features(GOOD_VIDS), "v3": np.full((6, DIM), "x", dtype=object)}),
+        {},
+        r"f\.hdf5: features of video 'v3' are of dtype object, expected integers or floats",
+    ),
+    "one-d-per-video": (
+        lambda d: _h5(d / "f.hdf5", {**_features(GOOD_VIDS), "v1": np.zeros(6, np.float32)}),
+        {},
+        r"f\.hdf5: features of video 'v1' are \(6,\), expected \[clips >= 1, dim\]",
+    ),
+    "three-d-per-video": (
+        lambda d: _h5(d / "f.hdf5", {**_features(GOOD_VIDS), "v1": np.zeros((6, DIM, 2), np.float32)}),
+        {},
+        r"f\.hdf5: features of video 'v1' are \(6, 8, 2\), expected \[clips >= 1, dim\]",
+    ),
+    "empty-npy-folder": (
+        lambda d: (d / "npy").mkdir(),
+        {"data__features": "<npy>"},
+        r"npy: the folder holds no <vid>\.npy or <vid>\.npz files",
+    ),
+    "object-npy": (
+        lambda d: _npy(d, {"v1": np.array([object()] * 3, dtype=object)}),
+        {"data__features": "<npy>"},
+        r"npy: cannot read the features of video 'v1' \(.*Python objects",
+    ),
+    "truncated-npy": (
+        lambda d: _truncate(_npy(d, {}) / "v2.npy"),
+        {"data__features": "<npy>"},
+        r"npy: cannot read the features of video 'v2' \(",
+    ),
 }
+
+
+def _truncate(path: Path) -> Path:
+    """Keep the first half of a file, as a copy cut short or a full disk leaves it."""
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    return path
+
+
+def _npy(d: Path, replace: dict) -> Path:
+    """The good features as a folder of <vid>.npy, with some videos' arrays replaced (pickled if need be)."""
+    (d / "npy").mkdir()
+    for vid, array in {**_features(GOOD_VIDS), **replace}.items():
+        np.save(d / "npy" / f"{vid}.npy", array, allow_pickle=array.dtype == object)
+    return d / "npy"
 
 
 @pytest.mark.parametrize("case", FEATURE_CASES)
@@ -300,6 +369,7 @@ def test_bad_features_name_the_file_video_and_reason(data, case, capsys) -> None
     damage, keys, pattern = FEATURE_CASES[case]
     if damage:
         damage(data)
+    keys = {k: data / "npy" if v == "<npy>" else v for k, v in keys.items()}
     error = FileNotFoundError if case == "missing-store" else FeatureError
     with pytest.raises(error, match=pattern):
         train(config.load(RunConfig, None, _files_sets(data, **keys)), progress=False)
@@ -409,3 +479,305 @@ def test_a_bug_keeps_its_traceback(monkeypatch, tmp_path) -> None:
     monkeypatch.setattr(tvgkit.commands, "runs", broken)
     with pytest.raises(KeyError, match="oops"):
         main(["runs", str(tmp_path)])
+
+
+def test_integer_and_half_precision_features_are_read_as_float32(data) -> None:
+    """Documented acceptance (README, 'Bad input'): any integer or float width is converted to float32."""
+    arrays = {
+        v: (10 * a).astype(dtype)
+        for (v, a), dtype in zip(_features(GOOD_VIDS).items(), [np.int32, np.float16] * 4, strict=True)
+    }
+    _h5(data / "f.hdf5", arrays)
+    splits = load_splits(config.load(RunConfig, None, _files_sets(data)).data, progress=False)
+    for vid in ("v0", "v1"):
+        assert splits.features[vid].dtype == np.float32
+        assert np.array_equal(splits.features[vid], arrays[vid].astype(np.float32))
+
+
+# --- the named datasets (tvgkit baselines): empty, whitespace-only, emptied by the clean-up, byte-order marks -----
+
+MOMENTS = [(0.0, 3.0), (1.0, 6.5), (2.0, 4.0), (4.5, 9.0), (0.5, 8.0), (6.0, 10.0), (3.0, 5.5), (7.0, 9.5)]
+
+
+def _named_datasets(root: Path) -> Path:
+    """Good small train and test files of the three named datasets under their usual names (8 varied moments)."""
+    folders = {name: root / name for name in ("charades_sta", "activitynet_captions", "tacos")}
+    for folder in folders.values():
+        folder.mkdir(parents=True)
+    for split in ("train", "test"):
+        lines = (f"v{i} {s} {e}##a person opens door {i}\n" for i, (s, e) in enumerate(MOMENTS))
+        (folders["charades_sta"] / f"charades_sta_{split}.txt").write_text("".join(lines))
+        csv_rows = "".join(f"v{i},10.0\n" for i in range(len(MOMENTS)))
+        (folders["charades_sta"] / f"Charades_v1_{split}.csv").write_text("id,length\n" + csv_rows)
+        anet = {
+            f"v{i}": {"duration": 10.0, "timestamps": [[s, e]], "sentences": [f" she dances {i}"]}
+            for i, (s, e) in enumerate(MOMENTS)
+        }
+        (folders["activitynet_captions"] / f"{split}.json").write_text(json.dumps(anet))
+        tacos = {
+            f"s{i}.avi": {"timestamps": [[30 * s, 30 * e]], "sentences": [f"he cuts {i}"], "fps": 30, "num_frames": 300}
+            for i, (s, e) in enumerate(MOMENTS)
+        }
+        (folders["tacos"] / f"{split}.json").write_text(json.dumps(tacos))
+    return root
+
+
+WHITESPACE = "  \n\t\n\r\n"
+EMPTY = r"is empty \(or only whitespace\)"
+#: case -> (dataset, file written (relative to the data folder), its content, what the error line says)
+NAMED_CASES = {
+    "charades-txt-empty": ("charades-sta", "charades_sta/charades_sta_test.txt", "", EMPTY),
+    "charades-txt-whitespace": ("charades-sta", "charades_sta/charades_sta_test.txt", WHITESPACE, EMPTY),
+    "charades-txt-only-a-bom": ("charades-sta", "charades_sta/charades_sta_test.txt", "\ufeff\n", EMPTY),
+    "charades-txt-all-dropped": (
+        "charades-sta",
+        "charades_sta/charades_sta_test.txt",
+        "v0 5 3##reversed\nv1 12 15##after the end\n",
+        r"all 2 queries were dropped by the clean-up \(start >= end after clipping to \[0, duration\]\), "
+        r"for example 1: v0 windows \[\(5\.0, 3\.0\)\]",
+    ),
+    "charades-csv-empty": ("charades-sta", "charades_sta/Charades_v1_test.csv", "", EMPTY),
+    "charades-csv-whitespace": ("charades-sta", "charades_sta/Charades_v1_test.csv", WHITESPACE, EMPTY),
+    "charades-csv-header-only": (
+        "charades-sta",
+        "charades_sta/Charades_v1_test.csv",
+        "id,length\n",
+        "holds no video durations",
+    ),
+    "activitynet-empty": ("activitynet", "activitynet_captions/test.json", "", EMPTY),
+    "activitynet-whitespace": ("activitynet", "activitynet_captions/test.json", WHITESPACE, EMPTY),
+    "activitynet-no-videos": ("activitynet", "activitynet_captions/test.json", "{}", r"holds no annotations"),
+    "activitynet-all-dropped": (
+        "activitynet",
+        "activitynet_captions/test.json",
+        '{"v0": {"duration": 10, "timestamps": [[4, 4]], "sentences": ["a"]}}',
+        r"all 1 queries were dropped by the clean-up",
+    ),
+    "tacos-empty": ("tacos", "tacos/test.json", "", EMPTY),
+    "tacos-whitespace": ("tacos", "tacos/test.json", WHITESPACE, EMPTY),
+    "tacos-no-videos": ("tacos", "tacos/test.json", "{}", r"holds no annotations"),
+    "jsonl-empty": ("tacos", "tacos/tacos_test_release.jsonl", "", EMPTY),
+    "jsonl-whitespace": ("tacos", "tacos/tacos_test_release.jsonl", WHITESPACE, EMPTY),
+}
+
+
+def _snapshot(folder: Path) -> dict[str, tuple[int, int]]:
+    """Every file under ``folder`` with its size and modification time: equal snapshots mean nothing was written."""
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*")}
+
+
+@pytest.mark.parametrize("case", NAMED_CASES)
+def test_empty_or_emptied_dataset_files_are_one_line(tmp_path, case, capsys) -> None:
+    """The issue's first case (an empty charades_sta_test.txt ended in a traceback), in every format."""
+    dataset, name, content, pattern = NAMED_CASES[case]
+    root = _named_datasets(tmp_path / "data")
+    if name.endswith(".jsonl"):  # lighthouse JSONL is read where the 2D-TAN JSON is absent
+        (root / "tacos" / "test.json").unlink()
+    (root / name).write_text(content, encoding="utf-8")
+    before = _snapshot(tmp_path)
+    line = _cli_error(["baselines", "--dataset", dataset, "--data-dir", str(root), "--json"], capsys)
+    assert re.search(rf"error: {re.escape(str(root / name))}: {pattern}", line), line
+    assert _snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("dataset", ["charades-sta", "activitynet", "tacos"])
+def test_a_byte_order_mark_changes_nothing_through_the_cli(tmp_path, dataset, capsys) -> None:
+    """Every file of the dataset saved with a UTF-8 BOM: the same report and the same baselines as without."""
+    outputs = []
+    for variant in ("plain", "bom"):
+        root = _named_datasets(tmp_path / variant)
+        if variant == "bom":
+            for path in (p for p in root.rglob("*") if p.is_file()):
+                path.write_bytes(codecs.BOM_UTF8 + path.read_bytes())
+        capsys.readouterr()
+        assert main(["baselines", "--dataset", dataset, "--data-dir", str(root), "--json"]) == 0
+        captured = capsys.readouterr()
+        assert "Traceback" not in captured.err and "error" not in captured.err
+        outputs.append(captured.out.replace(str(root), "ROOT"))
+    assert outputs[0] == outputs[1]
+    assert re.search(r"^test: ROOT/\S+: read 8, kept 8, dropped 0", outputs[0], re.M), outputs[0]
+
+
+FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURE_FILES = {
+    "charades-txt-csv": (FIXTURES / "charades_sta_small.txt", FIXTURES / "charades_durations_small.csv"),
+    "charades-txt-json": (FIXTURES / "charades_sta_small.txt", FIXTURES / "charades_durations_small.json"),
+    "activitynet": (FIXTURES / "activitynet_small.json", None),
+    "tacos": (FIXTURES / "tacos_small.json", None),
+    "jsonl": (FIXTURES / "moments_small.jsonl", None),
+}
+REAL_FILES = {
+    "real-charades-txt-csv": ("charades_sta", "charades_sta_test.txt", "Charades_v1_test.csv"),
+    "real-charades-jsonl": ("charades_sta", "charades_test_release.jsonl", None),
+    "real-activitynet": ("activitynet_captions", "val.json", None),
+    "real-tacos": ("tacos", "test.json", None),
+}
+
+
+def _with_bom(path: Path, folder: Path) -> Path:
+    copy = folder / path.name
+    copy.write_bytes(codecs.BOM_UTF8 + path.read_bytes())
+    return copy
+
+
+@pytest.mark.parametrize("case", [*FIXTURE_FILES, *REAL_FILES])
+def test_a_file_with_a_byte_order_mark_reads_the_same_records(tmp_path, case) -> None:
+    if case in FIXTURE_FILES:
+        annotations, durations = FIXTURE_FILES[case]
+    else:
+        folder, name, durations_name = REAL_FILES[case]
+        root = data_root()
+        if root is None or not (root / folder / name).is_file():
+            pytest.skip(f"real file {folder}/{name} not found (set $TVGKIT_DATA; see README 'Real annotations')")
+        annotations = root / folder / name
+        durations = root / folder / durations_name if durations_name else None
+    records, report = read_annotations(annotations, durations)
+    bom_records, bom_report = read_annotations(
+        _with_bom(annotations, tmp_path), durations and _with_bom(durations, tmp_path)
+    )
+    assert bom_records == records and len(records) > 0
+    assert dataclasses.replace(bom_report, source=report.source) == report
+
+
+def test_a_config_with_a_byte_order_mark_reads_the_same(tmp_path) -> None:
+    (tmp_path / "c.yaml").write_bytes(codecs.BOM_UTF8 + b"name: bom\ntrain:\n  epochs: 3\n")
+    cfg = config.load(RunConfig, tmp_path / "c.yaml")
+    assert (cfg.name, cfg.train.epochs) == ("bom", 3)
+
+
+def test_real_tacos_clean_up_report_is_printed(capsys) -> None:
+    """What the clean-up did is printed for a real dataset: counts, and the first dropped queries when any."""
+    root = data_root()
+    if root is None or not (root / "tacos").is_dir():
+        pytest.skip("real TACoS files not found (set $TVGKIT_DATA; see README 'Real annotations')")
+    assert main(["baselines", "--dataset", "tacos", "--data-dir", str(root), "--json"]) == 0
+    out = capsys.readouterr().out
+    for split in ("test", "train"):
+        pattern = (
+            rf"^{split}: \S+tacos\S+: read \d+, kept \d+, dropped \d+ \(start >= end after clipping\), clipped end"
+        )
+        assert re.search(pattern, out, re.M), out
+
+
+# --- a run folder that was damaged or edited (tvgkit eval / predict on files_run) -------------------------------------
+
+
+def _other_model(run: Path, overrides: list[str], dim: int = DIM) -> dict:
+    """The weights of a model of another size or feature width, with the run's own tokenizer."""
+    from tvgkit.train import build_model
+
+    cfg = config.load(RunConfig, run / "config.yaml", overrides)
+    return build_model(cfg, [], dim, tokenizer_dir=run / "tokenizer")[0].state_dict()
+
+
+def _edit_config(run: Path, **changes) -> None:
+    cfg = config.merge(config.read_yaml(run / "config.yaml"), changes)
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+
+
+NOT_FIT = r"best\.pt does not fit the model \S+config\.yaml describes \(was config\.yaml edited, or best\.pt copied"
+#: case -> (damage, what the error line says)
+RUN_CASES = {
+    "truncated-best": (
+        lambda run: _truncate(run / "best.pt"),
+        r"best\.pt: damaged or not a checkpoint \(truncated\? torch says: .*\); re-train with: tvgkit train "
+        r"\S+config\.yaml \(last\.pt holds the last epoch's weights, under 'model'\)$",
+    ),
+    "empty-best": (lambda run: (run / "best.pt").write_bytes(b""), r"best\.pt: damaged or not a checkpoint"),
+    "best-of-another-model-size": (
+        lambda run: torch.save(_other_model(run, ["text.layers=2"]), run / "best.pt"),
+        NOT_FIT + r".*Unexpected key\(s\) in state_dict",
+    ),
+    "best-of-another-feature-width": (
+        lambda run: torch.save(_other_model(run, [], dim=2 * DIM), run / "best.pt"),
+        r"f\.hdf5: features have 8 dims but the checkpoint of \S+ was trained on 16",
+    ),
+    "config-missing": (lambda run: (run / "config.yaml").unlink(), r"config\.yaml: config file not found"),
+    "config-empty": (lambda run: (run / "config.yaml").write_text(""), NOT_FIT),
+    "config-edited-size": (lambda run: _edit_config(run, text={"hidden": 64}), NOT_FIT + r".*size mismatch"),
+    "config-edited-unknown-key": (lambda run: _edit_config(run, colour="red"), r"unknown config key colour"),
+    "config-not-yaml": (lambda run: (run / "config.yaml").write_text("train: {epochs: 2\n"), r"not valid YAML"),
+    "config-binary": (lambda run: (run / "config.yaml").write_bytes(b"\x89HDF\r\n\x1a\n\xff"), r"not UTF-8 text"),
+}
+
+
+@pytest.mark.parametrize("case", RUN_CASES)
+def test_a_damaged_or_edited_run_folder_is_one_line(files_run, tmp_path, case, capsys) -> None:
+    run = shutil.copytree(files_run, tmp_path / "run")
+    damage, pattern = RUN_CASES[case]
+    damage(run)
+    before = _snapshot(tmp_path)
+    line = _cli_error(["eval", str(run), "--split", "test", "--json"], capsys)
+    assert re.search(pattern, line), line
+    assert _snapshot(tmp_path) == before
+
+
+def test_predict_names_a_truncated_checkpoint(files_run, tmp_path, capsys) -> None:
+    run = shutil.copytree(files_run, tmp_path / "run")
+    _truncate(run / "best.pt")
+    line = _cli_error(["predict", str(run), "--video", str(tmp_path / "v.mp4"), "--query", "a red ball"], capsys)
+    assert re.search(rf"error: {re.escape(str(run / 'best.pt'))}: damaged or not a checkpoint", line), line
+
+
+# --- queries: empty, whitespace, longer than the model takes -----------------------------------------------------
+
+LONG_QUERY = " ".join(["the red ball moves to the left of the screen"] * 20)  # 200 words
+
+
+@pytest.mark.parametrize("query", ["", "   \t"])
+def test_predict_refuses_an_empty_query(files_run, tmp_path, query, capsys) -> None:
+    before = _snapshot(files_run)
+    line = _cli_error(["predict", str(files_run), "--video", str(tmp_path / "v.mp4"), "--query", query], capsys)
+    assert line == "tvgkit predict: error: --query is empty: give the sentence whose moment to find"
+    assert _snapshot(files_run) == before
+
+
+def test_predict_refuses_a_query_whose_first_word_is_already_too_long(files_run, tmp_path, capsys) -> None:
+    """Cutting words cannot help here: refused, rather than grounding the prompt template alone.
+
+    99 letters of the vocabulary are 99 WordPiece tokens (a word over BERT's 100 characters would be one [UNK]).
+    """
+    query = "e" * 99
+    line = _cli_error(["predict", str(files_run), "--video", str(tmp_path / "v.mp4"), "--query", query], capsys)
+    assert line.endswith(f"its first word {'e' * 30!r} makes a prompt longer than the model's 96 tokens"), line
+
+
+def test_predict_cuts_an_over_long_query_with_a_warning(files_run, monkeypatch, capsys) -> None:
+    """Documented acceptance (README, 'Bad input'): the query is cut to its first words and a warning says so.
+
+    files_run was trained on 8-dim features of its own, so the video reader is replaced by one that gives such
+    features; everything else is the real command.
+    """
+    import tvgkit.data.extract
+
+    monkeypatch.setattr(tvgkit.data.extract, "extract_video", lambda *a, **k: (_features(["x"], clips=12)["x"], 12.0))
+    capsys.readouterr()
+    assert main(["predict", str(files_run), "--video", "clip.mp4", "--query", LONG_QUERY, "--top", "3"]) == 0
+    out, err = capsys.readouterr()
+    assert re.fullmatch(
+        r"tvgkit predict: warning: the query makes a \d{3}-token prompt, longer than the model's 96; "
+        r"using its first \d+ words\n",
+        err,
+    ), err
+    lines = out.strip().splitlines()
+    assert len(lines) == 2 + 3 and lines[0].startswith('clip.mp4 (12.0 s), query "the red ball')
+    kept = re.search(r"first (\d+) words", err).group(1)
+    assert len(re.search(r'query "(.*)":$', lines[0]).group(1).split()) == int(
+        kept
+    )  # the query printed is the one used
+
+
+def test_eval_cuts_over_long_annotated_queries_with_a_warning(files_run, tmp_path, capsys) -> None:
+    """An annotation file with an over-long query: cut with a warning (first query id named), the run evaluates."""
+    run = shutil.copytree(files_run, tmp_path / "run")
+    rows = _rows(GOOD_VIDS[6:])
+    rows[0]["query"] = LONG_QUERY
+    _write_jsonl(tmp_path / "long.jsonl", rows)
+    _edit_config(run, data={"test": str(tmp_path / "long.jsonl")})
+    capsys.readouterr()
+    pattern = r"1 of 4 queries make prompts longer than the model's 96 tokens and were cut to their first words"
+    with pytest.warns(UserWarning, match=pattern + r" \(first: v6_0\)"):
+        assert main(["eval", str(run), "--json"]) == 0
+    out = capsys.readouterr().out
+    assert f"{tmp_path / 'long.jsonl'}: read 4, kept 4, dropped 0" in out  # the clean-up report, then the metrics
+    assert json.loads(out.strip().splitlines()[-1])["split"] == "test"

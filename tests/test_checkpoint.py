@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import pickle
 import random
 import signal
 
@@ -13,6 +12,7 @@ import pytest
 import torch
 
 from tvgkit import checkpoint
+from tvgkit.errors import InputError
 
 
 def _draws() -> tuple[float, float, list[float]]:
@@ -62,8 +62,18 @@ def test_random_states_round_trip_through_a_weights_only_file(tmp_path) -> None:
 
 def test_loading_refuses_arbitrary_pickles(tmp_path) -> None:
     torch.save({"config": argparse.Namespace(a=1)}, tmp_path / "pickled.pt")  # any class is code on load
-    with pytest.raises(pickle.UnpicklingError, match="weights_only"):
+    with pytest.raises(checkpoint.CheckpointError, match=r"pickled Python objects.*weights_only=True"):
         checkpoint.load(tmp_path / "pickled.pt")
+
+
+@pytest.mark.parametrize("damage", ["truncated", "empty", "text"])
+def test_a_damaged_checkpoint_is_an_input_error_naming_the_file(tmp_path, damage) -> None:
+    path = checkpoint.atomic_save({"w": torch.ones(64, 64)}, tmp_path / "best.pt")
+    data = path.read_bytes()
+    path.write_bytes({"truncated": data[: len(data) // 2], "empty": b"", "text": b"not a checkpoint\n"}[damage])
+    with pytest.raises(checkpoint.CheckpointError, match=rf"{path}: damaged or not a checkpoint.*; re-run") as caught:
+        checkpoint.load(path, way_out="; re-run")
+    assert isinstance(caught.value, InputError)  # the CLI prints it as one line
 
 
 def test_the_first_ctrl_c_only_raises_the_flag_and_the_second_interrupts() -> None:

@@ -193,7 +193,7 @@ def load_records(dataset: str, split: str, data_dir: str | None = None) -> list[
     from tvgkit.data.formats import load_dataset
 
     records, report = load_dataset(dataset, split, data_dir)
-    print(f"{split}: {report}")
+    print(f"{split}: {report.summary()}")
     return records
 
 

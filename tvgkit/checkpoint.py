@@ -18,16 +18,20 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pickle
 import random
 import signal
 import tempfile
 import threading
+import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from tvgkit.errors import InputError
 
 
 class Interrupted(KeyboardInterrupt):
@@ -66,12 +70,37 @@ def atomic_save(obj: Any, path: str | Path) -> Path:
     return path
 
 
-def load(path: str | Path) -> dict[str, Any]:
-    """A checkpoint read with ``weights_only=True`` onto the CPU (RNG states must stay CPU tensors)."""
+class CheckpointError(InputError):
+    """A checkpoint file that cannot be used (truncated, not a torch file, or from another model); the message
+    names the file and the way out."""
+
+
+def load(path: str | Path, way_out: str = "") -> dict[str, Any]:
+    """A checkpoint read with ``weights_only=True`` onto the CPU (RNG states must stay CPU tensors).
+
+    A damaged file (truncated by a full disk or a copy cut short, or not a checkpoint at all) is a
+    :class:`CheckpointError` naming it, followed by ``way_out`` (what the user can do instead), rather than
+    torch's ``PytorchStreamReader`` traceback.
+    """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such checkpoint")
-    return torch.load(path, weights_only=True, map_location="cpu")
+    try:
+        state = torch.load(path, weights_only=True, map_location="cpu")
+    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile) as err:
+        text = str(err).strip()
+        if isinstance(err, pickle.UnpicklingError) and "Unsupported global" in text:
+            message = (
+                f"{path}: refused: it holds pickled Python objects, which torch.load(weights_only=True) does not run "
+                f"(not a tvgkit checkpoint, or not a trusted one){way_out}"
+            )
+        else:  # torch's first line for bytes that are no pickle at all is about its weights_only default: not useful
+            reason = "not a torch file" if isinstance(err, pickle.UnpicklingError) else text.split("\n")[0] or "empty"
+            message = f"{path}: damaged or not a checkpoint (truncated? torch says: {reason}){way_out}"
+        raise CheckpointError(message) from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: holds a {type(state).__name__}, not a checkpoint dictionary{way_out}")
+    return state
 
 
 def rng_state() -> dict[str, Any]:

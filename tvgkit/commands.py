@@ -160,15 +160,16 @@ def predict(args: argparse.Namespace) -> int:
     never saw are listed on stderr."""
     import warnings
 
-    from tvgkit.inference import UnseenWordsWarning, predict_video
+    from tvgkit.inference import QueryCutWarning, UnseenWordsWarning, predict_video
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UnseenWordsWarning)
+        warnings.simplefilter("always", QueryCutWarning)
         result = predict_video(
             args.run_dir, args.video, args.query, args.top, args.fps, args.clip_seconds, vid=args.vid
         )
     for warning in caught:
-        if issubclass(warning.category, UnseenWordsWarning):
+        if issubclass(warning.category, (UnseenWordsWarning, QueryCutWarning)):
             print(f"tvgkit predict: warning: {warning.message}", file=sys.stderr)
         else:
             warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)

@@ -135,9 +135,11 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping with the safe loader; errors name the file."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text(encoding="utf-8-sig")) or {}  # -sig: a BOM from a Windows editor
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text (a binary file given as a config?)") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML ({err})") from None
     if not isinstance(data, Mapping):

@@ -24,6 +24,10 @@ class UnseenWordsWarning(UserWarning):
     """Some query words never occur in the run's training queries."""
 
 
+class QueryCutWarning(UserWarning):
+    """The query's prompt was longer than the model takes: only its first words were used."""
+
+
 @dataclass
 class Prediction:
     """Ranked spans ``(start s, end s, score)`` of a query in a video, and what produced them."""
@@ -81,16 +85,29 @@ def predict_video(
     """
     import torch
 
-    from tvgkit.data.dataset import fill_template
+    from tvgkit.data.dataset import fill_template, fit_query
     from tvgkit.data.extract import extract_video
     from tvgkit.data.features import resample
-    from tvgkit.model import decode
+    from tvgkit.model import VIDEO_POSITION_OFFSET, decode
     from tvgkit.train import load_run
     from tvgkit.vocabulary import load_vocabulary, unseen_words
 
     if top < 1:
         raise InputError(f"--top must be at least 1, got {top}")
+    query = query.strip()
+    if not query:
+        raise InputError("--query is empty: give the sentence whose moment to find")
     model, tokenizer, cfg = load_run(run_dir)
+    templates = cfg.model.templates if cfg.model.prompt_ensemble else cfg.model.templates[:1]
+    fitted, n_tokens = fit_query(tokenizer, templates, query)
+    if fitted != query:
+        warnings.warn(
+            f"the query makes a {n_tokens}-token prompt, longer than the model's {VIDEO_POSITION_OFFSET}; "
+            f"using its first {len(fitted.split())} words",
+            QueryCutWarning,
+            stacklevel=2,
+        )
+        query = fitted
     backbone = run_backbone(cfg)
     video = Path(video)
     if video.suffix.lower() in FEATURE_SUFFIXES:
@@ -126,7 +143,6 @@ def predict_video(
         feats = resample(feats, cfg.data.max_clips)[0]
     clips = torch.from_numpy(feats)[None]
     mask = torch.ones(1, len(feats), dtype=torch.long)
-    templates = cfg.model.templates if cfg.model.prompt_ensemble else cfg.model.templates[:1]
     with torch.no_grad():
         outs = []
         for template in templates:

@@ -181,7 +181,7 @@ def load_splits(cfg: DataConfig, progress: bool = True) -> Splits:
     for split, path in ((s, p) for s, p in paths.items() if p):
         records[split], report = read_annotations(path, cfg.durations)
         if cfg.dataset == "files" and say:  # one's own annotations: show what the clean-up repaired or dropped
-            print(report)
+            print(report.summary())
     store = open_features(features)
     records, coverage = check_coverage(store, records, cfg.feature_dim, cfg.skip_missing_features)
     if coverage.n_skipped and say:
@@ -711,14 +711,32 @@ def _peft_penalty(model: GroundingModel) -> torch.Tensor | float:
 
 
 def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[GroundingModel, object, RunConfig]:
-    """(model with its best weights, tokenizer, config) of a finished run."""
+    """(model with its best weights, tokenizer, config) of a finished run.
+
+    A damaged ``best.pt``, or one that does not fit the model its ``config.yaml`` describes (an edited config, a
+    file copied from another run), is a :class:`tvgkit.checkpoint.CheckpointError` naming the file and the way out;
+    torch's own messages name neither.
+    """
     run_dir = Path(run_dir)
-    if not (run_dir / "best.pt").exists():
+    best, config_path = run_dir / "best.pt", run_dir / "config.yaml"
+    if not best.exists():
         raise FileNotFoundError(f"{run_dir}: not a finished run (no best.pt)")
-    cfg = configs.load(RunConfig, run_dir / "config.yaml")
-    state = torch.load(run_dir / "best.pt", weights_only=True, map_location=device)
-    model, tokenizer = build_model(cfg, [], state["feat_mean"].numel(), tokenizer_dir=run_dir / "tokenizer")
-    model.load_state_dict(state)
+    cfg = configs.load(RunConfig, config_path)
+    way_out = f"; re-train with: tvgkit train {config_path} (last.pt holds the last epoch's weights, under 'model')"
+    state = checkpoint.load(best, way_out)
+    if not isinstance(state.get("feat_mean"), torch.Tensor):
+        raise checkpoint.CheckpointError(f"{best}: not the best.pt of a grounding run (no 'feat_mean'){way_out}")
+    try:
+        model, tokenizer = build_model(cfg, [], state["feat_mean"].numel(), tokenizer_dir=run_dir / "tokenizer")
+        model.load_state_dict(state)
+    except (RuntimeError, ValueError) as err:
+        if isinstance(err, (InputError, configs.ConfigError)):
+            raise
+        detail = " ".join(str(err).split())[:200]
+        raise checkpoint.CheckpointError(
+            f"{best} does not fit the model {config_path} describes (was config.yaml edited, or best.pt copied "
+            f"from another run?): {detail}"
+        ) from None
     return model.to(device).eval(), tokenizer, cfg
 
 

@@ -8,6 +8,7 @@ template, and the target span normalised by the duration. Evaluation loaders nev
 from __future__ import annotations
 
 import itertools
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -18,11 +19,41 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 from tvgkit.data.features import resample
 from tvgkit.data.records import Record
 from tvgkit.distributed import shard_range
+from tvgkit.errors import InputError
+from tvgkit.model import VIDEO_POSITION_OFFSET
 
 
 def fill_template(template: str, query: str) -> str:
     """The prompt for ``query``; an empty query (query-blind model) leaves just the template."""
     return " ".join(template.format(query=query.strip().rstrip(".")).split())
+
+
+def fit_query(
+    tokenizer, templates: Sequence[str], query: str, max_tokens: int = VIDEO_POSITION_OFFSET
+) -> tuple[str, int]:
+    """``query`` cut to its first words so that its prompt in every template fits ``max_tokens`` tokens (special
+    tokens included), and the longest prompt's length before the cut.
+
+    The model puts the clips at positions from ``VIDEO_POSITION_OFFSET`` on, so a longer prompt would overlap them
+    (and, past the encoder's position table, crash inside torch). Words are dropped, not tokens, so the template and
+    its ``[MASK]`` slots stay whole; the caller warns when the returned query differs.
+    """
+
+    def length(text: str) -> int:
+        return max(len(tokenizer(fill_template(t, text))["input_ids"]) for t in templates)
+
+    n_tokens = length(query)
+    if n_tokens <= max_tokens:
+        return query, n_tokens
+    words = query.split()
+    keep, too_many = 0, len(words)  # length(words[:keep]) fits, length(words[:too_many]) does not
+    while too_many - keep > 1:
+        mid = (keep + too_many) // 2
+        keep, too_many = (mid, too_many) if length(" ".join(words[:mid])) <= max_tokens else (keep, mid)
+    if keep == 0:  # nothing to keep: refused rather than grounding the template alone
+        what = "the prompt template alone" if length("") > max_tokens else f"its first word {words[0][:30]!r}"
+        raise InputError(f"query {query[:40]!r}...: {what} makes a prompt longer than the model's {max_tokens} tokens")
+    return " ".join(words[:keep]), n_tokens
 
 
 @dataclass
@@ -57,11 +88,23 @@ class GroundingDataset(Dataset):
                 feats = np.asarray(features[r.vid], np.float32)
                 videos[r.vid] = resample(feats, max_clips)[0] if len(feats) > max_clips else feats
         self.videos = videos
-        prompts = sorted({fill_template(t, "" if query_blind else r.query) for r in self.records for t in templates})
+        queries = ["" if query_blind else r.query for r in self.records]
+        prompts = sorted({fill_template(t, q) for q in queries for t in templates})
         encoded = dict(zip(prompts, tokenizer(prompts, add_special_tokens=True)["input_ids"], strict=False))
-        self.ids = [
-            [encoded[fill_template(t, "" if query_blind else r.query)] for t in templates] for r in self.records
-        ]
+        too_long = {p for p, ids in encoded.items() if len(ids) > VIDEO_POSITION_OFFSET}
+        if too_long:  # rare: re-fit only the queries concerned, and say how many
+            cut = [i for i, q in enumerate(queries) if any(fill_template(t, q) in too_long for t in templates)]
+            for i in cut:
+                queries[i] = fit_query(tokenizer, templates, queries[i])[0]
+            fitted = sorted({fill_template(t, queries[i]) for i in cut for t in templates} - encoded.keys())
+            if fitted:
+                encoded.update(zip(fitted, tokenizer(fitted)["input_ids"], strict=True))
+            warnings.warn(
+                f"{len(cut)} of {len(queries)} queries make prompts longer than the model's "
+                f"{VIDEO_POSITION_OFFSET} tokens and were cut to their first words (first: {self.records[cut[0]].qid})",
+                stacklevel=2,
+            )
+        self.ids = [[encoded[fill_template(t, q)] for t in templates] for q in queries]
 
     def __len__(self) -> int:
         return len(self.records)

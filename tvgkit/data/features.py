@@ -7,16 +7,20 @@ Layouts (``open_features(path, layout=...)``):
 * ``"npy"``: a folder of ``<vid>.npy`` files (I3D features of VSLNet and many others);
 * ``"npz"``: a folder of ``<vid>.npz`` files holding ``"features"`` (Moment-DETR / lighthouse clip features).
 
-Every store hands out ``float32 [clips, dim]`` arrays and refuses non-finite values, naming the video: a NaN in one
-video's features otherwise surfaces hours later as a NaN loss with no culprit. :func:`check_coverage` checks, before
+Every store hands out ``float32 [clips, dim]`` arrays (integer and float16 stores are converted; strings, objects and
+the like are refused) and refuses non-finite values, naming the video: a NaN in one video's features otherwise
+surfaces hours later as a NaN loss with no culprit. A read that fails (a truncated HDF5 or .npy file) is a
+:class:`FeatureError` naming the file and the video. :func:`check_coverage` checks, before
 a run starts, that every annotated video has features of one width (listing the missing ones, or skipping them when
 asked, with a count): a missing video otherwise stops a run at its first epoch, or deep inside torch.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Iterable, Mapping, Sequence
+import zipfile
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -55,6 +59,8 @@ def _detect(path: Path) -> str:
     """Guess the layout from what is at ``path``: a folder of .npy / .npz files, or an HDF5 file."""
     if path.is_dir():
         suffixes = {p.suffix for p in path.iterdir() if p.suffix in (".npy", ".npz")}
+        if not suffixes:
+            raise FeatureError(f"{path}: the folder holds no <vid>.npy or <vid>.npz files")
         if len(suffixes) != 1:
             raise FeatureError(
                 f"{path}: expected a folder of <vid>.npy or of <vid>.npz files, found {sorted(suffixes)}"
@@ -85,32 +91,52 @@ class FeatureStore:
             self.vids = sorted(p.stem for p in self.path.glob(f"*.{self.layout}"))
         self._vid_set = set(self.vids)
 
+    @contextlib.contextmanager
+    def _reading(self, vid: str) -> Iterator[None]:
+        """Turn a failed read of one video (a truncated HDF5 or .npy, a bad zip, a missing key, pickled objects)
+        into a FeatureError naming the file and the video: h5py's and numpy's own messages name neither."""
+        if vid not in self._vid_set:
+            raise MissingFeaturesError(f"{self.path}: no features for video {vid!r}")
+        try:
+            yield
+        except (OSError, EOFError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as err:
+            if isinstance(err, InputError):
+                raise
+            reason = str(err).strip("'\"") or type(err).__name__
+            raise FeatureError(f"{self.path}: cannot read the features of video {vid!r} ({reason})") from None
+
     def _raw(self, vid: str) -> np.ndarray:
-        if self.layout == "hdf5":
-            return self._file[vid][()]
-        if self.layout == "hdf5-c3d":
-            return self._file[vid][C3D_KEY][()]
-        if self.layout == "npy":
-            return np.load(self.path / f"{vid}.npy")
-        with np.load(self.path / f"{vid}.npz") as data:
-            return data[NPZ_KEY]
+        with self._reading(vid):
+            if self.layout == "hdf5":
+                return self._file[vid][()]
+            if self.layout == "hdf5-c3d":
+                return self._file[vid][C3D_KEY][()]
+            if self.layout == "npy":
+                return np.load(self.path / f"{vid}.npy")
+            with np.load(self.path / f"{vid}.npz") as data:
+                return data[NPZ_KEY]
+
+    def describe(self, vid: str) -> tuple[tuple[int, ...], np.dtype]:
+        """The stored shape and dtype of one video's features, read without loading them (except from .npz)."""
+        with self._reading(vid):
+            if self.layout == "hdf5":
+                return self._file[vid].shape, self._file[vid].dtype
+            if self.layout == "hdf5-c3d":
+                return self._file[vid][C3D_KEY].shape, self._file[vid][C3D_KEY].dtype
+            if self.layout == "npy":
+                array = np.load(self.path / f"{vid}.npy", mmap_mode="r")
+                return array.shape, array.dtype
+        array = self._raw(vid)
+        return array.shape, array.dtype
 
     def shape(self, vid: str) -> tuple[int, ...]:
         """The stored shape of one video's features, read without loading them (except from .npz)."""
-        if vid not in self._vid_set:
-            raise MissingFeaturesError(f"{self.path}: no features for video {vid!r}")
-        if self.layout == "hdf5":
-            return self._file[vid].shape
-        if self.layout == "hdf5-c3d":
-            return self._file[vid][C3D_KEY].shape
-        if self.layout == "npy":
-            return np.load(self.path / f"{vid}.npy", mmap_mode="r").shape
-        return self._raw(vid).shape
+        return self.describe(vid)[0]
 
     def __getitem__(self, vid: str) -> np.ndarray:
-        if vid not in self._vid_set:
-            raise MissingFeaturesError(f"{self.path}: no features for video {vid!r}")
-        array = np.asarray(self._raw(vid), dtype=np.float32)
+        raw = self._raw(vid)
+        _check_dtype(self.path, vid, raw.dtype)
+        array = np.asarray(raw, dtype=np.float32)
         if array.ndim != 2:
             raise FeatureError(f"{self.path}: features of video {vid!r} are {array.shape}, expected [clips, dim]")
         if not np.isfinite(array).all():
@@ -163,6 +189,13 @@ class FeatureStore:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _check_dtype(path: Path, vid: str, dtype: np.dtype) -> None:
+    """Integers and floats of any width become float32 (int8 or float16 stores are common and lose nothing that
+    matters); strings, objects, booleans and complex numbers are not features and are refused."""
+    if dtype.kind not in "iuf":
+        raise FeatureError(f"{path}: features of video {vid!r} are of dtype {dtype}, expected integers or floats")
 
 
 def open_features(path: str | Path, layout: str = "auto", l2_normalise: bool = False) -> FeatureStore:
@@ -219,7 +252,8 @@ def check_coverage(
     kept = {split: [r for r in records if r.vid not in lacking] for split, records in splits.items()}
     dim, first = feature_dim, None
     for vid in (v for v in vids if v not in lacking):
-        shape = store.shape(vid)
+        shape, dtype = store.describe(vid)
+        _check_dtype(store.path, vid, dtype)
         if len(shape) != 2 or shape[0] < 1:
             raise FeatureError(f"{store.path}: features of video {vid!r} are {shape}, expected [clips >= 1, dim]")
         if dim is None:

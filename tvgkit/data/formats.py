@@ -12,16 +12,19 @@ Clipping is counted per kept window (a window that is dropped anyway is counted 
 
 What cannot be repaired is a :class:`FormatError` naming the file, the line (or key) and what is wrong: an empty
 query, a time that is not a finite number, a negative end, a duration that is not positive, a video with no duration,
-a file that is not UTF-8 text. :func:`read_annotations` picks the reader from the file itself, so a user's own
-annotations can be in any of these formats.
+a file that is not UTF-8 text, a file that is empty or whose every query the clean-up dropped (an empty split fails
+far from its file otherwise). Every file is read through :func:`read_text`, so a UTF-8 byte-order mark (as Windows
+editors write) is read transparently in every format. :func:`read_annotations` picks the reader from the file
+itself, so a user's own annotations can be in any of these formats.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 from tvgkit.data.locate import dataset_dir
@@ -96,31 +99,59 @@ class _Cleaner:
         self.records.append(Record(vid=vid, qid=qid, query=query.strip(), duration=duration, windows=tuple(kept)))
 
     def result(self) -> tuple[list[Record], Report]:
-        return self.records, self.report
+        """The kept records and the report; a source with no usable record is an error, not an empty split.
+
+        An empty split otherwise surfaces far from its file (a metric over no queries, an empty loader).
+        """
+        report = self.report
+        if not report.n_read:
+            raise FormatError(self.path, None, "holds no annotations (no query in it)")
+        if not report.n_kept:
+            raise FormatError(
+                self.path,
+                None,
+                f"all {report.n_read} queries were dropped by the clean-up (start >= end after clipping to "
+                f"[0, duration]), for example {report.dropped_examples[0]}",
+            )
+        return self.records, report
 
 
 NOT_TEXT = "not UTF-8 text (a binary file given as annotations?)"
+EMPTY = "is empty (or only whitespace): no annotations to read"
+
+
+def read_text(path: str | Path) -> str:
+    """The whole file as text, the one way every reader here opens a file.
+
+    A UTF-8 byte-order mark is dropped (Windows editors write one, and it would otherwise glue itself to the first
+    video id or break the JSON parser); bytes that are not UTF-8 are a FormatError naming the line they are on.
+    """
+    path = Path(path)
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise FormatError(path, raw.count(b"\n", 0, err.start) + 1, NOT_TEXT) from None
 
 
 def _read_json(path: str | Path):
     path = Path(path)
+    text = read_text(path)
+    if not text.strip():
+        raise FormatError(path, None, EMPTY)
     try:
-        with path.open(encoding="utf-8") as handle:
-            return json.load(handle)
+        return json.loads(text)
     except json.JSONDecodeError as err:
         raise FormatError(path, err.lineno, f"invalid JSON: {err.msg}") from None
-    except UnicodeDecodeError:
-        raise FormatError(path, None, NOT_TEXT) from None
 
 
-def _lines(path: Path):
-    """(line number, line) of a UTF-8 text file; undecodable bytes are a FormatError naming the line."""
-    with path.open("rb") as handle:
-        for lineno, raw in enumerate(handle, start=1):
-            try:
-                yield lineno, raw.decode("utf-8")
-            except UnicodeDecodeError:
-                raise FormatError(path, lineno, NOT_TEXT) from None
+def _lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(line number, line without its end) of a text file read with :func:`read_text`; empty files are refused."""
+    text = read_text(path)
+    if not text.strip():
+        raise FormatError(path, None, EMPTY)
+    for lineno, line in enumerate(text.split("\n"), start=1):
+        yield lineno, line.rstrip("\r")
 
 
 def _mapping(data, path) -> Mapping:
@@ -136,22 +167,24 @@ def read_durations(path: str | Path) -> dict[str, float]:
     """
     path = Path(path)
     if path.suffix == ".csv":
-        try:
-            text = path.read_text(encoding="utf-8")
-        except UnicodeDecodeError:
-            raise FormatError(path, None, NOT_TEXT) from None
-        reader = csv.DictReader(text.splitlines())
+        text = read_text(path)
+        if not text.strip():
+            raise FormatError(path, None, "is empty (or only whitespace): expected a header with 'id' and 'length'")
+        reader = csv.DictReader(io.StringIO(text, newline=""))
         if not reader.fieldnames or "id" not in reader.fieldnames or "length" not in reader.fieldnames:
             raise FormatError(path, 1, f"header must have 'id' and 'length' columns, got {reader.fieldnames}")
-        return {row["id"]: _number(row["length"], path, reader.line_num, "length") for row in reader}
-    if path.suffix == ".json":
+        durations = {row["id"]: _number(row["length"], path, reader.line_num, "length") for row in reader}
+    elif path.suffix == ".json":
         durations = {}
         for vid, info in _mapping(_read_json(path), path).items():
             if not isinstance(info, dict) or "duration" not in info:
                 raise FormatError(path, vid, "missing 'duration'")
             durations[vid] = _number(info["duration"], path, vid, "duration")
-        return durations
-    raise FormatError(path, None, "durations must be a Charades_v1_*.csv or a {vid: {'duration': ...}} .json")
+    else:
+        raise FormatError(path, None, "durations must be a Charades_v1_*.csv or a {vid: {'duration': ...}} .json")
+    if not durations:
+        raise FormatError(path, None, "holds no video durations")
+    return durations
 
 
 def read_charades_sta(txt_path: str | Path, durations_path: str | Path) -> tuple[list[Record], Report]:
@@ -163,7 +196,6 @@ def read_charades_sta(txt_path: str | Path, durations_path: str | Path) -> tuple
     durations = read_durations(durations_path)
     cleaner = _Cleaner(txt_path)
     for lineno, line in _lines(txt_path):
-        line = line.rstrip("\r\n")
         if not line.strip():
             continue
         head, sep, query = line.partition("##")

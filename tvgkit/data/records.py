@@ -46,6 +46,15 @@ class Report:
     def as_dict(self) -> dict:
         return asdict(self)
 
+    def summary(self, examples: int = 3) -> str:
+        """One line: the counts, then the first few dropped queries, so a user sees what the clean-up removed
+        without opening the file (the counts alone do not say which lines to fix)."""
+        if not self.dropped_examples:
+            return str(self)
+        shown = "; ".join(self.dropped_examples[:examples])
+        more = " ..." if self.n_dropped > examples else ""
+        return f"{self}; dropped: {shown}{more}"
+
     def __str__(self) -> str:
         return (
             f"{self.source}: read {self.n_read}, kept {self.n_kept}, dropped {self.n_dropped} "
