@@ -87,8 +87,8 @@ def plot_head_diagnosis(histories: dict[str, Sequence[dict]]) -> Figure:
     axes[0].set(xlabel="step", ylabel="mIoU of the batch (%)", title="fit")
     axes[1].set(xlabel="step", ylabel="std of span centres", title="do the predictions spread?")
     axes[2].set(xlabel="step", ylabel="gradient norm", yscale="log", title="gradient reaching the head")
-    for ax in axes:
-        ax.legend(fontsize=7)
+    for ax in axes:  # below the panels: the curves they would hide are the point of the figure
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2))
     return fig
 
 
