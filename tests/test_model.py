@@ -15,12 +15,16 @@ from tvgkit.model import (
     decode,
     decode_spans,
     giou_loss,
-    grounding_loss,
     loss_terms,
     offset_targets,
 )
 
 MASK = 4
+
+
+def _total(out, spans, video_mask, cfg) -> torch.Tensor:
+    """The trainer's task loss: the sum of the named terms."""
+    return sum(loss_terms(out, spans, video_mask, cfg).values())
 
 
 def _model(head: str, **options) -> GroundingModel:
@@ -69,7 +73,7 @@ def test_regression_heads_are_bounded_and_ordered_and_learn(head: str) -> None:
     assert span.shape == (3, 2) and (span >= 0).all() and (span <= 1).all() and (span[:, 0] <= span[:, 1]).all()
     # padded clips lie beyond the real ones: no span of sample 0 (4 real clips of 6) may reach into them
     assert (span[0] <= 1.0).all()
-    loss = grounding_loss({"span": span}, torch.tensor([[0.1, 0.3]] * 3), video_mask, model.cfg)
+    loss = _total({"span": span}, torch.tensor([[0.1, 0.3]] * 3), video_mask, model.cfg)
     loss.backward()
     head_params = [p for n, p in model.named_parameters() if n.startswith(("reg_head", "slot_query", "clip_key"))]
     assert head_params and all(p.grad.abs().sum() > 0 for p in head_params)  # a bounded output never starts dead
@@ -169,7 +173,7 @@ def test_span_head_ignores_padding_clips() -> None:
     video2[0, 4:] = 100.0  # changing padded clips changes nothing
     out2 = model(video2, video_mask, ids, attn)
     assert torch.allclose(out["start_logits"][0, :4], out2["start_logits"][0, :4], atol=1e-5)
-    loss = grounding_loss(out, torch.tensor([[0.0, 0.5]] * 3), video_mask, model.cfg)
+    loss = _total(out, torch.tensor([[0.0, 0.5]] * 3), video_mask, model.cfg)
     assert loss.item() > 0
 
 
@@ -184,5 +188,5 @@ def test_peft_wrapped_encoder_trains_only_adapters_and_heads() -> None:
     assert trainable == {"encoder", "query_gate", "video_proj", "video_pos", "span_head", "highlight"}
     assert all("lora_" in n for n, p in model.encoder.named_parameters() if p.requires_grad)
     out = model(*_batch())
-    grounding_loss(out, torch.tensor([[0.0, 0.5]] * 3), _batch()[1], model.cfg).backward()
+    _total(out, torch.tensor([[0.0, 0.5]] * 3), _batch()[1], model.cfg).backward()
     assert all(p.grad is not None for n, p in model.encoder.named_parameters() if p.requires_grad)

@@ -259,13 +259,6 @@ def loss_terms(
     return terms
 
 
-def grounding_loss(
-    out: dict[str, torch.Tensor], spans: torch.Tensor, video_mask: torch.Tensor, cfg: ModelConfig
-) -> torch.Tensor:
-    """The sum of :func:`loss_terms`."""
-    return sum(loss_terms(out, spans, video_mask, cfg).values())
-
-
 def span_probs(out: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     return out["start_logits"].softmax(-1), out["end_logits"].softmax(-1)
 

@@ -615,6 +615,8 @@ def _probe(model: GroundingModel, batch: dict, terms: dict[str, torch.Tensor], o
     A head stuck at the blind prior shows as ``pred_centre_std`` far below ``target_centre_std`` (every query gets
     nearly the same span) while the loss has stopped falling.
     """
+    from tvgkit.metrics import iou_array
+
     entry = {f"loss_{k}": float(v) for k, v in terms.items()}
     for name, part in model.named_children():
         grads = [p.grad for p in part.parameters() if p.grad is not None]
@@ -627,9 +629,7 @@ def _probe(model: GroundingModel, batch: dict, terms: dict[str, torch.Tensor], o
     entry["pred_centre_std"] = float(spans.mean(1).std())
     entry["target_centre_std"] = float(target.mean(1).std())
     entry["pred_width_mean"] = float((spans[:, 1] - spans[:, 0]).mean())
-    inter = (torch.minimum(spans[:, 1], target[:, 1]) - torch.maximum(spans[:, 0], target[:, 0])).clamp_min(0)
-    union = torch.maximum(spans[:, 1], target[:, 1]) - torch.minimum(spans[:, 0], target[:, 0])
-    entry["batch_mIoU"] = float((inter / union.clamp_min(1e-9)).mean() * 100)
+    entry["batch_mIoU"] = float(iou_array(spans.cpu().numpy(), target.cpu().numpy()).mean() * 100)
     return {k: round(v, 5) for k, v in entry.items()}
 
 
