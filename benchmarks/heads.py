@@ -40,13 +40,23 @@ def _curve(history: list[dict]) -> list[dict]:
     return keep
 
 
+def _setting(overrides: list[str]) -> set[str]:
+    """The overrides that change what is trained (the thread count changes only the speed)."""
+    return {o for o in overrides if not o.startswith("train.threads=")}
+
+
 def _merge(path: Path, runs: dict[str, dict], blind: dict | None) -> None:
-    """Add these runs (and blind baselines) to the JSON at ``path``, under an exclusive lock."""
+    """Add these runs (and blind baselines) to the JSON at ``path``, under an exclusive lock; seeds accumulate."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(Path(tempfile.gettempdir()) / "tvgkit-heads.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         report = json.loads(path.read_text()) if path.exists() else {"runs": {}}
-        report["runs"].update(runs)
+        for key, entry in runs.items():
+            old = report["runs"].get(key)
+            if old is not None and _setting(old["overrides"]) != _setting(entry["overrides"]):
+                raise SystemExit(f"{path}: {key!r} ran with {old['overrides']}, not {entry['overrides']}: use --tag")
+            seeds = {**(old or {}).get("seeds", {}), **entry["seeds"]}
+            report["runs"][key] = {**entry, "seeds": dict(sorted(seeds.items(), key=lambda s: int(s[0])))}
         if blind is not None:
             report["blind"] = blind
         path.write_text(json.dumps(report, indent=1) + "\n")

@@ -1,35 +1,38 @@
-"""PEFT methods on the synthetic grounding task: which part of the text encoder to train, and what it costs.
+"""PEFT methods on the grounding task with a pretrained text encoder: what each one trains, learns and costs.
 
-Each row trains the grounding model (``tvgkit.train``) with one method applied to its text encoder (the packaged
-pretrained all-MiniLM-L6-v2 when installed, else the kit's small random BERT: the ``encoder`` column says which);
-the video projection, position embeddings and heads always train. Columns: trainable parameters of the encoder and of
-the whole model, test R1@0.5, R1@0.7 and mIoU (the checkpoint chosen on validation), seconds per optimiser step, and
-peak memory (CUDA: peak allocated; CPU: growth of the process's peak resident set during the run, read from
-``/proc/self/status`` after resetting it through ``/proc/self/clear_refs``).
+Each method (``tvgkit.peft``) is applied to the packaged pretrained all-MiniLM-L6-v2 (6 layers, hidden 384; the
+``encoder`` field says which encoder ran) inside the grounding model; the video projection, query gate, position
+embeddings and heads always train, at ``train.lr`` (notebook preset: 2e-3), the encoder's trainable parameters at the
+method's own rate (``ENCODER_LR``). Default size: notebook 05's rendered data (1,500 videos), the first
+``--train-queries`` training queries (1,000), batch 4, 2 epochs = **500 optimiser steps**, the checkpoint chosen on
+validation (298 queries, mIoU) and scored on the test split (593 queries), first template only
+(``model.prompt_ensemble=false``), 3 seeds, two runs side by side with one thread each.
 
-    python benchmarks/peft_grounding.py                 # quick: a smoke-size run (16 training videos, 1 epoch)
-    python benchmarks/peft_grounding.py --size full     # 800 videos, 10 epochs: for a GPU or a free machine
+Per method: trainable parameters of the encoder and of the whole model, test R1@0.5 / R1@0.7 / mIoU per seed and as
+mean and standard error, seconds per optimiser step and peak memory (CUDA: peak allocated; CPU: growth of the
+process's peak resident set during the run, read from ``/proc/self/status`` after resetting it through
+``/proc/self/clear_refs``). Seconds per step are measured with two runs sharing the machine.
 
-At quick size the accuracy columns say little (a few optimiser steps); the parameter counts, seconds per step and
-memory are the informative columns there.
-    python benchmarks/peft_grounding.py --methods full lora_qv --out runs/peft_grounding.json
+    python benchmarks/peft_grounding.py                       # 9 methods x 3 seeds (about an hour on a 2-core CPU)
+    python benchmarks/peft_grounding.py --size smoke --seeds 1 --out /tmp/p.json     # a minute: plumbing only
+    python benchmarks/peft_grounding.py --methods full lora_qv --encoder random-bert
 
-The last line printed is one JSON object keyed by method; the same object is written to ``--out`` (default
-``benchmarks/results/peft_grounding.json``) for notebook 03 to read.
+Results go to ``--out`` (default ``benchmarks/results/peft_grounding.json``, read by notebook 03).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import json
+import sys
 import time
 from pathlib import Path
 
 import torch
 
-from tvgkit import peft
-from tvgkit.train import build_model, load_splits, preset, train
+from tvgkit import experiments, peft
 
 #: method name -> (tvgkit.peft method, options). AdaLoRA's schedule options are filled in from the run length.
 METHODS: dict[str, tuple[str, dict]] = {
@@ -41,31 +44,20 @@ METHODS: dict[str, tuple[str, dict]] = {
     "bitfit": ("bitfit", {}),
     "adapter": ("adapter", {"bottleneck": 32}),
     "ptuning_v2": ("prefix", {"num_virtual_tokens": 16}),
+    "prompt_tuning": ("prompt", {"num_virtual_tokens": 16}),
 }
-#: The full-fine-tuning learning rate suits a pretrained encoder; PEFT parameters start at (near) zero updates and
-#: conventionally get a larger one (LoRA paper: 4e-4 to 5e-4 for RoBERTa-base; P-Tuning v2: 5e-3 to 1e-2).
-LEARNING_RATES = {"full": 1e-4, "frozen": 1e-3, "ptuning_v2": 5e-3}
-DEFAULT_LR = 1e-3
+#: The encoder's learning rate per method. A pretrained encoder fine-tunes at a small rate; PEFT parameters start at
+#: (near) zero updates and conventionally get a larger one (LoRA paper: 4e-4 to 5e-4 for RoBERTa-base; BitFit: 1e-4
+#: to 1e-3; P-Tuning v2: 5e-3 to 1e-2; prompt tuning: larger still, 0.3 with Adafactor in Lester et al.).
+ENCODER_LR = {"full": 1e-4, "ptuning_v2": 5e-3, "prompt_tuning": 1e-2}
+DEFAULT_ENCODER_LR = 1e-3
 SIZES = {
-    "quick": [
-        "data.synth.n_train=16",
-        "data.synth.n_val=8",
-        "data.synth.n_test=16",
-        "data.max_clips=16",
-        "model.prompt_ensemble=false",
-        "train.epochs=1",
-        "train.batch_size=8",
-        "train.log_every=2",
-    ],
-    "full": [
-        "data.synth.n_train=800",
-        "data.synth.n_val=100",
-        "data.synth.n_test=300",
-        "train.epochs=10",
-        "train.batch_size=32",
-    ],
+    "default": {"overrides": ["train.batch_size=4", "train.epochs=2"], "train_queries": 1000},
+    "smoke": {"overrides": ["train.batch_size=4", "train.epochs=1"], "train_queries": 16, "eval_queries": 16},
 }
+METRICS = ("R1@0.5", "R1@0.7", "mIoU")
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "peft_grounding.json"
+_SPLITS = None
 
 
 def _rss_kib(field: str) -> int | None:
@@ -96,86 +88,130 @@ def _peak_mb(device: torch.device, baseline: int | None) -> float | None:
     return None if baseline is None or peak is None else (peak - baseline) / 1024
 
 
-def run(size: str, methods: list[str], encoder: str, seed: int, runs_dir: str, threads: int | None) -> dict[str, dict]:
-    base = [*SIZES[size], f"text.encoder={encoder}", f"runs_dir={runs_dir}", f"seed={seed}"]
-    if threads:
-        base.append(f"train.threads={threads}")
-    first = preset("notebook", base)
-    splits = load_splits(first.data, progress=False)
-    results: dict[str, dict] = {}
-    for name in methods:
-        method, options = METHODS[name]
-        lr = LEARNING_RATES.get(name, DEFAULT_LR)
-        cfg = preset("notebook", [*base, f"name=peft_{name}", f"text.peft={method}", f"train.lr={lr}"])
-        options = dict(options)
-        if method == "adalora":
-            steps = cfg.train.epochs * -(-len(splits.records["train"]) // cfg.train.batch_size)
-            tinit, tfinal = steps // 10, steps // 5
-            options.update(total_step=steps, tinit=tinit, tfinal=tfinal, deltaT=max(1, steps // 20))
-        cfg.text.peft_options = options
-        torch.manual_seed(seed)
-        model, _ = build_model(cfg, splits.records["train"], splits.features.dim)
-        trainable, total = peft.count_parameters(model)
-        encoder_trainable = peft.count_parameters(model.encoder)[0]
-        del model
-        device = torch.device(cfg.train.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        baseline = _reset_peak(device)
-        start = time.perf_counter()
-        result = train(cfg, progress=False, splits=splits)
-        wall = time.perf_counter() - start
-        test = result.metrics["test"]
-        results[name] = {
+def _load_splits(base: list[str], size: dict) -> None:
+    """This process's splits: the preset's data, each split cut to its first queries as ``size`` says."""
+    global _SPLITS
+    from tvgkit.train import load_splits, preset
+
+    splits = load_splits(preset("notebook", base).data, progress=False)
+    cut = {"train": size["train_queries"], "val": size.get("eval_queries"), "test": size.get("eval_queries")}
+    _SPLITS = dataclasses.replace(splits, records={k: v[: cut.get(k)] for k, v in splits.records.items()})
+
+
+def run_one(name: str, seed: int, base: list[str]) -> dict:
+    """Train one (method, seed); its test metrics, parameter counts, seconds per step and peak memory."""
+    from tvgkit.train import build_model, preset, train
+
+    method, options = METHODS[name]
+    lr = ENCODER_LR.get(name, DEFAULT_ENCODER_LR)
+    cfg = preset("notebook", [*base, f"name=peft_{name}_s{seed}", f"seed={seed}", f"text.peft={method}"])
+    cfg.train.encoder_lr = lr
+    options = dict(options)
+    if method == "adalora":
+        steps = cfg.train.epochs * -(-len(_SPLITS.records["train"]) // cfg.train.batch_size)
+        options.update(total_step=steps, tinit=steps // 10, tfinal=steps // 5, deltaT=max(1, steps // 20))
+    cfg.text.peft_options = options
+    model, _ = build_model(cfg, _SPLITS.records["train"], _SPLITS.features.dim)
+    trainable, total = peft.count_parameters(model)
+    encoder_trainable = peft.count_parameters(model.encoder)[0]
+    del model
+    device = torch.device(cfg.train.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    baseline = _reset_peak(device)
+    result = train(cfg, progress=False, splits=_SPLITS)
+    test = result.metrics["test"]
+    print(f"{name} seed {seed}: R1@0.5 {test['R1@0.5']:.1f} mIoU {test['mIoU']:.1f}", flush=True)
+    return {
+        "method": name,
+        "seed": seed,
+        "peft": method,
+        "options": options,
+        "encoder_lr": lr,
+        "encoder_trainable": encoder_trainable,
+        "trainable": trainable,
+        "total": total,
+        **{m: test[m] for m in METRICS},
+        "val mIoU": result.metrics["val_best"]["mIoU"],
+        "best epoch": result.metrics["val_best"]["epoch"],
+        "steps": result.metrics["steps"],
+        "s_per_step": result.train_seconds / result.metrics["steps"],
+        "peak_mb": _peak_mb(device, baseline),
+        "device": device.type,
+    }
+
+
+def collect(rows: list[dict], encoder: str) -> dict[str, dict]:
+    """method -> its settings, counts, per-seed metrics and their summary (mean and standard error)."""
+    methods: dict[str, dict] = {}
+    for name, figures in experiments.summarise(rows, "method", [*METRICS, "s_per_step"]).items():
+        mine = [r for r in rows if r["method"] == name]
+        first = mine[0]
+        keep = ("peft", "options", "encoder_lr", "encoder_trainable", "trainable", "total", "steps", "device")
+        peaks = [r["peak_mb"] for r in mine if r["peak_mb"] is not None]
+        methods[name] = {
             "encoder": encoder,
-            "peft": method,
-            "options": options,
-            "lr": lr,
-            "encoder_trainable": encoder_trainable,
-            "trainable": trainable,
-            "total": total,
-            "R1@0.5": test["R1@0.5"],
-            "R1@0.7": test["R1@0.7"],
-            "mIoU": test["mIoU"],
-            "s_per_step": result.train_seconds / result.metrics["steps"],
-            "steps": result.metrics["steps"],
-            "peak_mb": _peak_mb(device, baseline),
-            "wall_s": wall,
-            "device": device.type,
+            **{k: first[k] for k in keep},
+            "peak_mb": max(peaks) if peaks else None,
+            "summary": figures,
+            "seeds": {
+                str(r["seed"]): {k: r[k] for k in (*METRICS, "val mIoU", "best epoch", "s_per_step")} for r in mine
+            },
         }
-        print(f"done {name}: mIoU {test['mIoU']:.1f} in {wall:.0f} s", flush=True)
-    return results
-
-
-def table(results: dict[str, dict]) -> str:
-    head = f"{'method':<11} {'encoder':<12} {'enc. train':>10} {'all train':>10} {'R1@0.5':>7} {'R1@0.7':>7}"
-    head += f" {'mIoU':>6} {'s/step':>7} {'peak MB':>8}"
-    lines = [head]
-    for name, r in results.items():
-        peak = f"{r['peak_mb']:.0f}" if r["peak_mb"] is not None else "n/a"
-        lines.append(
-            f"{name:<11} {r['encoder']:<12} {r['encoder_trainable']:>10,} {r['trainable']:>10,} {r['R1@0.5']:>7.1f}"
-            f" {r['R1@0.7']:>7.1f} {r['mIoU']:>6.1f} {r['s_per_step']:>7.3f} {peak:>8}"
-        )
-    return "\n".join(lines)
+    return methods
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--size", choices=sorted(SIZES), default="quick")
+    parser.add_argument("--size", choices=sorted(SIZES), default="default")
     parser.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS))
     parser.add_argument(
         "--encoder", default=None, help="minilm (default when installed) or random-bert, or a local model folder"
     )
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--jobs", type=int, default=2, help="runs in parallel, one thread each")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="more config overrides")
     parser.add_argument("--runs-dir", default="runs/peft_grounding")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--from-rows", type=Path, help="summarise the rows.jsonl of an earlier (stopped) invocation")
     args = parser.parse_args()
     encoder = args.encoder or ("minilm" if importlib.util.find_spec("all_minilm_l6_v2") else "random-bert")
-    results = run(args.size, args.methods, encoder, args.seed, args.runs_dir, args.threads)
-    print(table(results))
+    size = SIZES[args.size]
+    base = [*size["overrides"], "model.prompt_ensemble=false", f"text.encoder={encoder}", "train.threads=1"]
+    base += [f"runs_dir={args.runs_dir}", *args.set]
+
+    start = time.perf_counter()
+    _load_splits(base, size)
+    # Seed-major order: each seed's methods finish before the next seed starts, so a stopped run still has whole seeds.
+    tasks = [(name, seed, base) for seed in range(args.seeds) for name in args.methods]
+    if args.from_rows:
+        rows = [json.loads(line) for line in args.from_rows.read_text().splitlines()]
+    else:
+        rows_file = Path(args.runs_dir) / "rows.jsonl"
+        rows_file.parent.mkdir(parents=True, exist_ok=True)
+        rows = experiments.run_parallel(run_one, tasks, args.jobs, _load_splits, (base, size), rows_file)
+    methods = collect(rows, encoder)
+    figures = [*METRICS, "s_per_step"]
+    seeds = len({r["seed"] for r in rows})
+    print(f"test, mean ± standard error over {seeds} seeds; {rows[0]['steps']} steps each")
+    table = experiments.summary_frame({m: r["summary"] for m, r in methods.items()}, figures, digits=2)
+    table.insert(0, "trainable", [r["trainable"] for r in methods.values()])
+    print(table.to_string())
+    result = {
+        "command": ("python benchmarks/peft_grounding.py " + " ".join(sys.argv[1:])).strip(),
+        "size": args.size,
+        "overrides": [o for o in base if not o.startswith("runs_dir=")],
+        "train_queries": len(_SPLITS.records["train"]),
+        "val_queries": len(_SPLITS.records["val"]),
+        "test_queries": len(_SPLITS.records["test"]),
+        "steps": rows[0]["steps"],
+        "seeds": seeds,
+        "encoder": encoder,
+        "jobs": args.jobs,
+        "machine": experiments.machine(),
+        "wall_seconds": round(time.perf_counter() - start, 1),
+        "methods": methods,
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"size": args.size, "methods": results}, indent=1))
-    print(json.dumps(results))
+    args.out.write_text(json.dumps(result, indent=1) + "\n")
 
 
 if __name__ == "__main__":

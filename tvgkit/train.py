@@ -688,12 +688,14 @@ def _loss(
         out, out2 = doubled_forward(net, batch["video"], batch["video_mask"], ids, attn)
         halves = [loss_terms(o, batch["span"], batch["video_mask"], model.cfg) for o in (out, out2)]
         terms = {k: (halves[0][k] + halves[1][k]) / 2 for k in halves[0]}
-        if "span" in out:
+        if "span" in out and opt.rdrop_kind != "kl":  # a regression head's spans, by a regression distance
             term = rdrop_loss(out["span"], out2["span"], opt.rdrop_kind)
-        else:
+        elif "start_logits" in out:  # the span head's, or (kind "kl") the pointer head's, boundary distributions
             term = rdrop_loss(out["start_logits"], out2["start_logits"], "kl") + rdrop_loss(
                 out["end_logits"], out2["end_logits"], "kl"
             )
+        else:
+            raise configs.ConfigError(f"train.rdrop_kind=kl needs boundary logits; head {model.cfg.head!r} has none")
         terms["rdrop"] = opt.rdrop_alpha * term
     penalty = _peft_penalty(model)
     if isinstance(penalty, torch.Tensor):
