@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tvgkit.config import ConfigError
 from tvgkit.rdrop import (
     DETACHED_BUG_VARIANTS,
     detached_term_gradients,
@@ -224,7 +225,16 @@ def test_trainer_rdrop_term_is_zero_without_dropout(tiny_splits):
     assert torch.allclose(on[2], off[2], atol=1e-6)  # the same gradients as without R-Drop
 
 
-@pytest.mark.parametrize("kind", ["mse", "l1", "smooth_l1"])
+def test_trainer_rdrop_kl_needs_boundary_logits(tiny_splits):
+    # The seeds' MLP head predicts a span and nothing else: no distributions to compare.
+    with pytest.raises(ConfigError, match="needs boundary logits"):
+        first_step(
+            tiny_splits, "model.head=regression-mlp", "text.dropout=0.1", "train.rdrop_alpha=1", "train.rdrop_kind=kl"
+        )
+
+
+# "kl": the pointer head's boundary distributions over clips; the others: its spans
+@pytest.mark.parametrize("kind", ["mse", "l1", "smooth_l1", "kl"])
 def test_trainer_rdrop_term_reaches_the_gradients(tiny_splits, kind):
     off = first_step(tiny_splits, "text.dropout=0.1", "train.rdrop_alpha=0")
     rdrop = ("text.dropout=0.1", f"train.rdrop_kind={kind}")

@@ -11,6 +11,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from tvgkit.data.records import Record
+from tvgkit.experiments import mean_se
 
 
 def show_frames(frames: np.ndarray, fps: float, record: Record, n: int = 8) -> Figure:
@@ -55,38 +56,53 @@ def plot_spans(records: Sequence[Record], spans: np.ndarray, n: int = 8) -> Figu
     return fig
 
 
-def plot_head_diagnosis(histories: dict[str, Sequence[dict]]) -> Figure:
-    """Learning curves of several runs side by side, from their logged steps (``tvgkit.train`` logs these keys).
+def plot_head_diagnosis(runs: dict[str, Sequence[Sequence[dict]]]) -> Figure:
+    """Learning curves of several runs side by side, each the mean over its seeds' logged steps (band: min to max).
 
-    Left to right: the batch's mean IoU; the spread of predicted centres against the targets' spread (a head stuck
-    at the blind prior gives every query nearly the same span, so its spread stays near 0); the gradient norm
-    reaching the head and the ``[MASK]`` slots.
+    ``runs`` maps a name to the histories of its seeds (``tvgkit.train`` logs these keys). Left to right: the batch's
+    mean IoU; the spread of predicted centres against the targets' spread (a head stuck at the blind prior gives
+    every query nearly the same span, so its spread stays near 0); the gradient norm reaching the head and the
+    ``[MASK]`` slots; validation R1@0.5 after each epoch (error bars: one standard error over seeds).
     """
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
+    fig, axes = plt.subplots(1, 4, figsize=(16, 3.4))
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for (name, history), colour in zip(histories.items(), colours, strict=False):
-        steps = [h for h in history if "batch_mIoU" in h]
-        x = [h["step"] for h in steps]
-        axes[0].plot(x, _smooth([h["batch_mIoU"] for h in steps]), color=colour, label=name)
-        axes[1].plot(x, _smooth([h["pred_centre_std"] for h in steps]), color=colour, label=f"{name}: predicted")
-        head = next((k for k in ("grad_span_head", "grad_slot_query", "grad_reg_head") if k in steps[0]), None)
+
+    def curve(ax, histories, key, colour, label, ls="-"):
+        steps = [[h for h in history if key in h] for history in histories]
+        n = min(len(s) for s in steps)
+        x = [h["step"] for h in steps[0][:n]]
+        values = np.array([_smooth([h[key] for h in s[:n]]) for s in steps])
+        ax.plot(x, values.mean(0), color=colour, ls=ls, label=label)
+        if len(values) > 1:
+            ax.fill_between(x, values.min(0), values.max(0), color=colour, alpha=0.15, lw=0)
+
+    for (name, histories), colour in zip(runs.items(), colours, strict=False):
+        first = next(h for h in histories[0] if "batch_mIoU" in h)
+        label = f"{name} ({len(histories)} seed{'s' if len(histories) > 1 else ''})"
+        curve(axes[0], histories, "batch_mIoU", colour, label)
+        curve(axes[1], histories, "pred_centre_std", colour, f"{name}: predicted")
+        head = next((k for k in ("grad_span_head", "grad_slot_query", "grad_reg_head") if k in first), None)
         if head:
-            axes[2].plot(x, _smooth([h[head] for h in steps]), color=colour, label=f"{name}: head")
-        if "grad_mask_slots" in steps[0]:
-            axes[2].plot(
-                x, _smooth([h["grad_mask_slots"] for h in steps]), color=colour, ls=":", label=f"{name}: [MASK] slots"
-            )
-    target = [h for h in next(iter(histories.values())) if "target_centre_std" in h]
-    axes[1].plot(
-        [h["step"] for h in target],
-        _smooth([h["target_centre_std"] for h in target]),
-        color="0.5",
-        ls="--",
-        label="targets",
-    )
+            curve(axes[2], histories, head, colour, f"{name}: head")
+        if "grad_mask_slots" in first:
+            curve(axes[2], histories, "grad_mask_slots", colour, f"{name}: [MASK] slots", ls=":")
+        val = [[h for h in history if h.get("split") == "val"] for history in histories]
+        n = min(len(v) for v in val)
+        summary = [mean_se([v[i]["R1@0.5"] for v in val]) for i in range(n)]
+        axes[3].errorbar(
+            [h["step"] for h in val[0][:n]],
+            [s["mean"] for s in summary],
+            [s["se"] for s in summary],
+            color=colour,
+            marker="o",
+            capsize=3,
+            label=name,
+        )
+    curve(axes[1], [next(iter(runs.values()))[0]], "target_centre_std", "0.5", "targets", ls="--")
     axes[0].set(xlabel="step", ylabel="mIoU of the batch (%)", title="fit")
     axes[1].set(xlabel="step", ylabel="std of span centres", title="do the predictions spread?")
     axes[2].set(xlabel="step", ylabel="gradient norm", yscale="log", title="gradient reaching the head")
+    axes[3].set(xlabel="step", ylabel="R1@0.5 (%)", title="validation")
     for ax in axes:  # below the panels: the curves they would hide are the point of the figure
         ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2))
     return fig
@@ -101,11 +117,15 @@ def _smooth(values: Sequence[float], window: int = 5) -> np.ndarray:
 
 
 def heads_table(report: dict) -> pd.DataFrame:
-    """One row per run of ``benchmarks/heads.py``'s JSON (mean test metrics over its seeds), then the blind bars."""
+    """One row per run of ``benchmarks/heads.py``'s JSON (test metrics: mean and standard error over its seeds),
+    then the blind bars."""
     rows = {}
     for name, run in report["runs"].items():
         seeds = run["seeds"].values()
-        row = {k: float(np.mean([s["test"][k] for s in seeds])) for k in ("R1@0.3", "R1@0.5", "R1@0.7", "mIoU")}
+        row = {}
+        for k in ("R1@0.3", "R1@0.5", "R1@0.7", "mIoU"):
+            summary = mean_se([s["test"][k] for s in seeds])
+            row |= {k: summary["mean"], f"{k} se": summary["se"]}
         row |= {"seeds": len(seeds), "steps": next(iter(seeds))["steps"]}
         rows[name] = row
     for name, m in report.get("blind", {}).items():
