@@ -20,10 +20,11 @@ from __future__ import annotations
 import argparse
 import fcntl
 import json
-import os
-import platform
+import sys
 import tempfile
 from pathlib import Path
+
+from tvgkit import experiments
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "heads.json"
 CURVE_KEYS = ("step", "epoch", "loss", "batch_mIoU", "pred_centre_std", "target_centre_std", "pred_width_mean")
@@ -83,13 +84,13 @@ def _from_run(run_dir: Path, tag: str) -> dict[str, dict]:
         "train_seconds": metrics["train_seconds"],
         "steps": metrics["steps"],
         "curve": _curve(history),
+        "machine": experiments.machine(),
     }
     return {
         key: {
             "overrides": overrides,
             "n_train_queries": metrics["n_train"],
             "from_run": str(run_dir),
-            "machine": platform.machine(),
             "seeds": {str(cfg.seed): run},
         }
     }
@@ -128,6 +129,7 @@ def main(argv: list[str] | None = None) -> None:
                 "train_seconds": m["train_seconds"],
                 "steps": m["steps"],
                 "curve": _curve(result.history),
+                "machine": experiments.machine(),
             }
             test = m["test"]
             print(
@@ -135,7 +137,7 @@ def main(argv: list[str] | None = None) -> None:
                 f"mIoU {test['mIoU']:.1f} ({m['steps']} steps, {m['train_seconds']:.0f} s)"
             )
     entry = {"overrides": args.set, "n_train_queries": len(splits.records["train"])}
-    entry["machine"] = f"{platform.machine()}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f} at the end"
+    entry["command"] = "python benchmarks/heads.py " + " ".join(argv if argv is not None else sys.argv[1:])
     blind = None
     if args.blind:
         blind = {n: {k: round(v, 2) for k, v in m.items()} for n, m in blind_baselines(base, splits=splits).items()}

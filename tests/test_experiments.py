@@ -69,6 +69,13 @@ def test_machine_says_where_it_ran():
     assert m["cores"] >= 1 and isinstance(m["cpu"], str) and m["cpu"]
 
 
+def test_describe_names_command_size_seeds_and_machine():
+    report = {"command": "python b.py", "steps": 500, "seeds": 3, "machine": ex.machine() | {"gpu": None}}
+    line = ex.describe(report)
+    assert line.startswith("python b.py\n500 steps per run, 3 seeds; ran on ")
+    assert f"({report['machine']['cores']} cores)" in line and report["machine"]["date"] in line
+
+
 def test_plot_bars_one_bar_per_group_and_figure_with_error_bars():
     summary = ex.summarise(ROWS, "setting", ["x"])
     fig = ex.plot_bars(summary, ["x"], title="t")

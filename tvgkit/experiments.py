@@ -69,6 +69,13 @@ def machine() -> dict[str, object]:
     }
 
 
+def describe(report: dict) -> str:
+    """One line on how a results file was made: its command, steps, seeds and the machine (from :func:`machine`)."""
+    m = report["machine"]
+    where = f"{m['cpu']} ({m['cores']} cores{', ' + m['gpu'] if m.get('gpu') else ''}), torch {m['torch']}, {m['date']}"
+    return f"{report['command']}\n{report['steps']} steps per run, {report['seeds']} seeds; ran on {where}"
+
+
 def run_parallel(
     fn: Callable[..., dict | list[dict]],
     tasks: Sequence[tuple],
