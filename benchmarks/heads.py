@@ -138,6 +138,7 @@ def main(argv: list[str] | None = None) -> None:
             )
     entry = {"overrides": args.set, "n_train_queries": len(splits.records["train"])}
     entry["command"] = "python benchmarks/heads.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    entry["machine"] = experiments.machine()
     blind = None
     if args.blind:
         blind = {n: {k: round(v, 2) for k, v in m.items()} for n, m in blind_baselines(base, splits=splits).items()}

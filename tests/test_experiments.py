@@ -74,6 +74,7 @@ def test_describe_names_command_size_seeds_and_machine():
     line = ex.describe(report)
     assert line.startswith("python b.py\n500 steps per run, 3 seeds; ran on ")
     assert f"({report['machine']['cores']} cores)" in line and report["machine"]["date"] in line
+    assert ex.where("x86_64, 2 CPUs") == "x86_64, 2 CPUs"  # results files written before machine() existed
 
 
 def test_plot_bars_one_bar_per_group_and_figure_with_error_bars():

@@ -69,11 +69,17 @@ def machine() -> dict[str, object]:
     }
 
 
+def where(m: dict | str) -> str:
+    """A :func:`machine` record as a phrase (older results files hold a plain string)."""
+    if isinstance(m, str):
+        return m
+    return f"{m['cpu']} ({m['cores']} cores{', ' + m['gpu'] if m.get('gpu') else ''}), torch {m['torch']}, {m['date']}"
+
+
 def describe(report: dict) -> str:
-    """One line on how a results file was made: its command, steps, seeds and the machine (from :func:`machine`)."""
-    m = report["machine"]
-    where = f"{m['cpu']} ({m['cores']} cores{', ' + m['gpu'] if m.get('gpu') else ''}), torch {m['torch']}, {m['date']}"
-    return f"{report['command']}\n{report['steps']} steps per run, {report['seeds']} seeds; ran on {where}"
+    """How a results file was made: its command, then steps, seeds and the machine (from :func:`machine`)."""
+    size = f"{report['steps']} steps per run, {report['seeds']} seeds"
+    return f"{report['command']}\n{size}; ran on {where(report['machine'])}"
 
 
 def run_parallel(
