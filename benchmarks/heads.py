@@ -55,7 +55,7 @@ def _merge(path: Path, runs: dict[str, dict], blind: dict | None) -> None:
 def _from_run(run_dir: Path, tag: str) -> dict[str, dict]:
     """A finished ``tvgkit train`` run folder as one entry: its head, overrides of the defaults, metrics, curves."""
     from tvgkit import config
-    from tvgkit.train import RunConfig
+    from tvgkit.grounding.presets import RunConfig
 
     cfg = config.load(RunConfig, run_dir / "config.yaml")
     metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -97,7 +97,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     from tvgkit import config
-    from tvgkit.train import RunConfig, blind_baselines, load_splits, train
+    from tvgkit.grounding.baselines import blind_baselines
+    from tvgkit.grounding.presets import RunConfig
+    from tvgkit.grounding.splits import load_splits
+    from tvgkit.grounding.train import train
 
     runs_dir = f"runs_dir={tempfile.mkdtemp(prefix='tvgkit-heads-')}"
     base = config.load(RunConfig, None, ["name=heads", runs_dir, *args.set])

@@ -28,8 +28,11 @@ from pathlib import Path
 
 import torch
 
-from tvgkit import peft
-from tvgkit.train import build_model, load_splits, preset, train
+from tvgkit.grounding.build import build_model
+from tvgkit.grounding.presets import preset
+from tvgkit.grounding.splits import load_splits
+from tvgkit.grounding.train import train
+from tvgkit.lessons import peft
 
 #: method name -> (tvgkit.peft method, options). AdaLoRA's schedule options are filled in from the run length.
 METHODS: dict[str, tuple[str, dict]] = {

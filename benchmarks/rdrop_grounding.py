@@ -95,7 +95,8 @@ def base_overrides(seed: int, extra: list[str], runs_dir: str) -> list[str]:
 
 def _load_splits(preset_name: str, extra: list[str]) -> None:
     global _SPLITS
-    from tvgkit.train import load_splits, preset
+    from tvgkit.grounding.presets import preset
+    from tvgkit.grounding.splits import load_splits
 
     _SPLITS = load_splits(preset(preset_name, base_overrides(0, extra, "runs")).data, progress=False)
 
@@ -104,7 +105,9 @@ def run_one(
     preset_name: str, setting: str, alpha: float, dropout: float, seed: int, extra: list[str], runs_dir: str
 ) -> dict:
     """Train one (setting, seed), then score its chosen checkpoint on the training split."""
-    from tvgkit.train import evaluate_run, preset, train
+    from tvgkit.grounding.evaluate import evaluate_run
+    from tvgkit.grounding.presets import preset
+    from tvgkit.grounding.train import train
 
     kind = SETTINGS[setting]
     rdrop = [f"train.rdrop_alpha={alpha}", f"train.rdrop_kind={kind}"] if kind else ["train.rdrop_alpha=0"]
@@ -181,7 +184,7 @@ def main() -> None:
         alphas[kind] = float(value)
     extra = [*args.set, *([f"train.epochs={args.epochs}"] if args.epochs else [])]
 
-    from tvgkit.baselines import run_blind_baselines
+    from tvgkit.grounding.baselines import run_blind_baselines
 
     start = time.perf_counter()
     _load_splits(args.preset, extra)  # renders the dataset into the cache if needed, before any worker starts

@@ -85,12 +85,12 @@ def predict_video(
     """
     import torch
 
-    from tvgkit.data.dataset import fill_template, fit_query
     from tvgkit.data.extract import extract_video
     from tvgkit.data.features import resample
-    from tvgkit.model import VIDEO_POSITION_OFFSET, decode
-    from tvgkit.train import load_run
-    from tvgkit.vocabulary import load_vocabulary, unseen_words
+    from tvgkit.grounding.dataset import fill_template, fit_query
+    from tvgkit.grounding.evaluate import load_run
+    from tvgkit.grounding.model import VIDEO_POSITION_OFFSET, decode
+    from tvgkit.grounding.vocabulary import load_vocabulary, unseen_words
 
     if top < 1:
         raise InputError(f"--top must be at least 1, got {top}")

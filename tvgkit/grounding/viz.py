@@ -56,7 +56,7 @@ def plot_spans(records: Sequence[Record], spans: np.ndarray, n: int = 8) -> Figu
 
 
 def plot_head_diagnosis(histories: dict[str, Sequence[dict]]) -> Figure:
-    """Learning curves of several runs side by side, from their logged steps (``tvgkit.train`` logs these keys).
+    """Learning curves of several runs side by side, from their logged steps (the trainer logs these keys).
 
     Left to right: the batch's mean IoU; the spread of predicted centres against the targets' spread (a head stuck
     at the blind prior gives every query nearly the same span, so its spread stays near 0); the gradient norm
