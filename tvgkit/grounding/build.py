@@ -76,9 +76,7 @@ class Run:
 
 def build_run(cfg: RunConfig, progress: bool, splits: Splits | None, run_dir: Path | None, state: dict | None) -> Run:
     """A run ready for its first step (or, with ``state`` from ``last.pt``, for the step after the checkpoint)."""
-    from transformers import get_cosine_schedule_with_warmup
-
-    from tvgkit.runtime import amp_dtype, setup
+    from tvgkit.runtime import setup
 
     opt, world = cfg.train, distributed.current()
     if state is not None and state["world"] != world.size:
@@ -100,25 +98,13 @@ def build_run(cfg: RunConfig, progress: bool, splits: Splits | None, run_dir: Pa
     }
     model.set_feature_stats(*feature_stats(datasets["train"]))
     model.to(device)
-    net = model
-    if world.size > 1:
-        # Unused parameters are normal here: the head not chosen, frozen encoder layers under some PEFT methods.
-        ids = [device.index] if device.type == "cuda" else None
-        net = torch.nn.parallel.DistributedDataParallel(model, ids, find_unused_parameters=True)
-    pad, rank, replicas = tokenizer.pad_token_id, world.rank, world.size
-    train_loader = loader(datasets["train"], opt.batch_size, True, pad, cfg.seed, rank, replicas)
-    eval_loaders = {
-        s: loader(d, 256, False, pad, rank=rank, replicas=replicas) for s, d in datasets.items() if s != "train"
-    }
+    net = _parallel(model, device, world)
+    train_loader, eval_loaders = _loaders(datasets, opt.batch_size, tokenizer.pad_token_id, cfg.seed, world)
     if run_dir is None:
         run_dir = _new_run_dir(cfg, tokenizer, world)
         if world.main:  # predict names the query words a run never saw
             save_vocabulary((r.query for r in splits.records["train"]), run_dir)
-
-    optimizer = torch.optim.AdamW(param_groups(model, opt), lr=opt.lr)
-    total = opt.epochs * len(train_loader)
-    scheduler = get_cosine_schedule_with_warmup(optimizer, math.ceil(opt.warmup_ratio * total), total)
-    scaler = torch.amp.GradScaler("cuda", enabled=session.amp and amp_dtype() == torch.float16)
+    optimizer, scheduler, scaler, total = _optimisation(model, opt, len(train_loader), session)
     run = Run(
         cfg=cfg, world=world, session=session, device=device, progress=progress, splits=splits, model=model, net=net,
         train_loader=train_loader, eval_loaders=eval_loaders, n_train=len(datasets["train"]), run_dir=run_dir,
@@ -137,6 +123,40 @@ def build_run(cfg: RunConfig, progress: bool, splits: Splits | None, run_dir: Pa
     if state is not None:
         restore_last(run, state)
     return run
+
+
+def _parallel(model: GroundingModel, device: torch.device, world: distributed.World) -> torch.nn.Module:
+    """What the forward pass runs: the model itself, or under torchrun its DistributedDataParallel wrapper."""
+    if world.size == 1:
+        return model
+    # Unused parameters are normal here: the head not chosen, frozen encoder layers under some PEFT methods.
+    ids = [device.index] if device.type == "cuda" else None
+    return torch.nn.parallel.DistributedDataParallel(model, ids, find_unused_parameters=True)
+
+
+def _loaders(
+    datasets: dict[str, GroundingDataset], batch_size: int, pad: int, seed: int, world: distributed.World
+) -> tuple[DataLoader, dict[str, DataLoader]]:
+    """The shuffled training loader and one ordered loader per evaluation split, each rank's share of them."""
+    rank, replicas = world.rank, world.size
+    train_loader = loader(datasets["train"], batch_size, True, pad, seed, rank, replicas)
+    eval_loaders = {
+        s: loader(d, 256, False, pad, rank=rank, replicas=replicas) for s, d in datasets.items() if s != "train"
+    }
+    return train_loader, eval_loaders
+
+
+def _optimisation(model: GroundingModel, opt: OptimConfig, steps_per_epoch: int, session: Session):
+    """(AdamW, linear warmup then cosine decay, the fp16 gradient scaler (off unless fp16 autocast), total steps)."""
+    from transformers import get_cosine_schedule_with_warmup
+
+    from tvgkit.runtime import amp_dtype
+
+    optimizer = torch.optim.AdamW(param_groups(model, opt), lr=opt.lr)
+    total = opt.epochs * steps_per_epoch
+    scheduler = get_cosine_schedule_with_warmup(optimizer, math.ceil(opt.warmup_ratio * total), total)
+    scaler = torch.amp.GradScaler("cuda", enabled=session.amp and amp_dtype() == torch.float16)
+    return optimizer, scheduler, scaler, total
 
 
 def build_model(cfg: RunConfig, train_records: list[Record], feature_dim: int, tokenizer_dir: Path | None = None):
