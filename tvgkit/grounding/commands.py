@@ -67,7 +67,6 @@ def baselines(args: argparse.Namespace) -> int:
 
     if args.dataset != "synthetic":
         return blind.main(args)
-    from tvgkit.grounding.baselines import blind_baselines
     from tvgkit.grounding.presets import RunConfig
     from tvgkit.grounding.splits import load_splits
 
@@ -75,7 +74,7 @@ def baselines(args: argparse.Namespace) -> int:
         raise InputError("on the synthetic set the baselines are scored on the test split")
     cfg = RunConfig(seed=args.seed, name="baselines")
     splits = load_splits(cfg.data, progress=False)
-    results = blind_baselines(cfg, splits=splits, progress=False)
+    results = blind.blind_baselines(cfg, splits=splits, progress=False)
     results["best_span_per_metric"] = blind.per_metric_baseline(splits.records["train"], splits.records["test"])
     print(f"synthetic test; query-blind model = the quick default trained with emptied queries (seed {args.seed})")
     print(blind.format_table(results))
