@@ -53,9 +53,11 @@ def extraction_speed(cfg, n_videos: int) -> dict[str, float]:
 def run(backbone: str, overrides: list[str], timing_videos: int, runs_dir: str) -> dict:
     """Build (or reuse) the dataset with ``backbone``, time its extractor, train and test one model on it."""
     from tvgkit import config
-    from tvgkit.baselines import per_metric_baseline
     from tvgkit.data.synthetic import build
-    from tvgkit.train import RunConfig, load_splits, train
+    from tvgkit.grounding.baselines import per_metric_baseline
+    from tvgkit.grounding.presets import RunConfig
+    from tvgkit.grounding.splits import load_splits
+    from tvgkit.grounding.train import train
 
     cfg = config.load(RunConfig, None, [*SIZE, *overrides, f"data.synth.backbone={backbone}"])
     cfg.name, cfg.runs_dir = f"backbone-{backbone}", runs_dir

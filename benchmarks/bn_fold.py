@@ -15,8 +15,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from tvgkit.lessons.vit import measure_fold_speedup
 from tvgkit.runtime import pick_device
-from tvgkit.vit import measure_fold_speedup
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -23,7 +23,7 @@ import tempfile
 from pathlib import Path
 
 from tvgkit import config
-from tvgkit.train import preset
+from tvgkit.grounding.presets import preset
 
 ROOT = Path(__file__).resolve().parents[1]
 #: The tiny preset's 12 training videos make one step per epoch per process; more videos make the times readable.

@@ -15,7 +15,7 @@ import json
 
 import torch
 
-from tvgkit import depth
+from tvgkit.lessons import depth
 
 EXPECTED = {"post": 0.0, "pre": -0.5}
 

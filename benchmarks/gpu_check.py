@@ -3,9 +3,9 @@
 Needs a CUDA GPU (without one it prints one line and exits with status 2). Three steps, each timed:
 
 1. ``pytest -m cuda tests/test_cuda.py`` in a subprocess: passed / failed / skipped counts (from its JUnit XML);
-2. the grounding run of ``tvgkit.train.preset("full")`` (``--quick``: the ``tvgkit train`` quick default): data
-   seconds, train seconds, training samples/s, peak GPU memory (``torch.cuda.max_memory_allocated``), test
-   R1@0.5 / R1@0.7 / mIoU;
+2. the grounding run of ``tvgkit.grounding.presets.preset("full")`` (``--quick``: the ``tvgkit train`` quick
+   default): data seconds, train seconds, training samples/s, peak GPU memory (``torch.cuda.max_memory_allocated``),
+   test R1@0.5 / R1@0.7 / mIoU;
 3. each ``notebooks/NN_*.ipynb`` at ``TVGKIT_SIZE=full``: through papermill (``-p SIZE full``) when it is installed,
    else ``tvgkit.notebooks.execute(path, inplace=False, size="full")``, each in its own process group with a
    per-notebook timeout. Stored notebooks are never rewritten, and ``figures/`` is put back as it was afterwards.
@@ -182,7 +182,9 @@ def step_tests(budget: Budget) -> dict:
 def step_grounding(budget: Budget, quick: bool, overrides: list[str], runs_dir: Path) -> dict:
     import torch
 
-    from tvgkit.train import RunConfig, load_splits, preset, train
+    from tvgkit.grounding.presets import RunConfig, preset
+    from tvgkit.grounding.splits import load_splits
+    from tvgkit.grounding.train import train
 
     base = ["name=gpu-check", f"runs_dir={runs_dir}", "train.device=cuda", *overrides]
     if quick:

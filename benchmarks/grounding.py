@@ -24,7 +24,10 @@ def main(argv: list[str] | None = None) -> None:
         os.environ["TVGKIT_CACHE"] = tempfile.mkdtemp(prefix="tvgkit-bench-")
 
     from tvgkit import config
-    from tvgkit.train import RunConfig, blind_baselines, load_splits, train
+    from tvgkit.grounding.baselines import blind_baselines
+    from tvgkit.grounding.presets import RunConfig
+    from tvgkit.grounding.splits import load_splits
+    from tvgkit.grounding.train import train
 
     cfg = config.load(RunConfig, None, ["name=bench", f"runs_dir={tempfile.mkdtemp(prefix='tvgkit-runs-')}", *args.set])
     start = time.perf_counter()

@@ -3,7 +3,8 @@
 Each head trains at the same size and budget (``tvgkit train``'s quick default unless ``--set`` says otherwise), on
 the same rendered data, and the run's logged learning curves are kept: the loss terms, the spread of the predicted
 span centres against the targets', and the gradient norms reaching each part of the model and the ``[MASK]`` slots
-(see ``tvgkit.train._probe``). ``--blind`` adds the blind baselines (video-blind priors and the query-blind model).
+(see ``tvgkit.grounding.objective.step_probe``). ``--blind`` adds the blind baselines (video-blind priors and the
+query-blind model).
 
     python benchmarks/heads.py                                   # quick default, seed 0, all three heads, blind bars
     python benchmarks/heads.py --from-run runs/quick                # add a finished run of the same size instead
@@ -66,7 +67,7 @@ def _merge(path: Path, runs: dict[str, dict], blind: dict | None) -> None:
 def _from_run(run_dir: Path, tag: str) -> dict[str, dict]:
     """A finished ``tvgkit train`` run folder as one entry: its head, overrides of the defaults, metrics, curves."""
     from tvgkit import config
-    from tvgkit.train import RunConfig
+    from tvgkit.grounding.presets import RunConfig
 
     cfg = config.load(RunConfig, run_dir / "config.yaml")
     metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -108,7 +109,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     from tvgkit import config
-    from tvgkit.train import RunConfig, blind_baselines, load_splits, train
+    from tvgkit.grounding.baselines import blind_baselines
+    from tvgkit.grounding.presets import RunConfig
+    from tvgkit.grounding.splits import load_splits
+    from tvgkit.grounding.train import train
 
     runs_dir = f"runs_dir={tempfile.mkdtemp(prefix='tvgkit-heads-')}"
     base = config.load(RunConfig, None, ["name=heads", runs_dir, *args.set])

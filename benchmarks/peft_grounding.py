@@ -1,6 +1,6 @@
 """PEFT methods on the grounding task with a pretrained text encoder: what each one trains, learns and costs.
 
-Each method (``tvgkit.peft``) is applied to the packaged pretrained all-MiniLM-L6-v2 (6 layers, hidden 384; the
+Each method (``tvgkit.lessons.peft``) is applied to the packaged pretrained all-MiniLM-L6-v2 (6 layers, hidden 384; the
 ``encoder`` field says which encoder ran) inside the grounding model; the video projection, query gate, position
 embeddings and heads always train, at ``train.lr`` (notebook preset: 2e-3), the encoder's trainable parameters at the
 method's own rate (``ENCODER_LR``). Default size: notebook 05's rendered data (1,500 videos), the first
@@ -32,9 +32,10 @@ from pathlib import Path
 
 import torch
 
-from tvgkit import experiments, peft
+from tvgkit import experiments
+from tvgkit.lessons import peft
 
-#: method name -> (tvgkit.peft method, options). AdaLoRA's schedule options are filled in from the run length.
+#: method name -> (tvgkit.lessons.peft method, options). AdaLoRA's schedule options are filled in from the run length.
 METHODS: dict[str, tuple[str, dict]] = {
     "full": ("full", {}),
     "frozen": ("frozen", {}),
@@ -91,7 +92,8 @@ def _peak_mb(device: torch.device, baseline: int | None) -> float | None:
 def _load_splits(base: list[str], size: dict) -> None:
     """This process's splits: the preset's data, each split cut to its first queries as ``size`` says."""
     global _SPLITS
-    from tvgkit.train import load_splits, preset
+    from tvgkit.grounding.presets import preset
+    from tvgkit.grounding.splits import load_splits
 
     splits = load_splits(preset("notebook", base).data, progress=False)
     cut = {"train": size["train_queries"], "val": size.get("eval_queries"), "test": size.get("eval_queries")}
@@ -100,7 +102,9 @@ def _load_splits(base: list[str], size: dict) -> None:
 
 def run_one(name: str, seed: int, base: list[str]) -> dict:
     """Train one (method, seed); its test metrics, parameter counts, seconds per step and peak memory."""
-    from tvgkit.train import build_model, preset, train
+    from tvgkit.grounding.build import build_model
+    from tvgkit.grounding.presets import preset
+    from tvgkit.grounding.train import train
 
     method, options = METHODS[name]
     lr = ENCODER_LR.get(name, DEFAULT_ENCODER_LR)

@@ -4,8 +4,8 @@ Three trainings per seed, notebook 05's size (``preset("notebook")``: 1,500 vide
 span head), differing only in ``model.templates``:
 
 - ``3 templates``: the kit's three ``[MASK]`` templates; each training sample gets one of them at random
-  (``tvgkit.data.dataset.Collate``), and the chosen checkpoint is scored twice: with the prompt ensemble (the heads'
-  outputs averaged over the three prompts) and on the first template alone;
+  (``tvgkit.grounding.dataset.Collate``), and the chosen checkpoint is scored twice: with the prompt ensemble (the
+  heads' outputs averaged over the three prompts) and on the first template alone;
 - ``1 template``: the first template only, in training and evaluation;
 - ``no [MASK]``: the bare query, no template words and no ``[MASK]`` slots (the span head reads the clip tokens, so
   it needs none): does the prompt's wording help at all?
@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 from tvgkit import experiments
-from tvgkit.model import TEMPLATES
+from tvgkit.grounding.model import TEMPLATES
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "prompts.json"
 #: training setting -> the templates it trains with
@@ -44,14 +44,17 @@ _SPLITS = None
 
 def _load_splits(preset_name: str, extra: list[str]) -> None:
     global _SPLITS
-    from tvgkit.train import load_splits, preset
+    from tvgkit.grounding.presets import preset
+    from tvgkit.grounding.splits import load_splits
 
     _SPLITS = load_splits(preset(preset_name, extra).data, progress=False)
 
 
 def run_one(preset_name: str, setting: str, seed: int, extra: list[str], runs_dir: str) -> list[dict]:
     """Train one (setting, seed); rows for its chosen checkpoint (two for the ensemble setting: on and off)."""
-    from tvgkit.train import evaluate_run, preset, train
+    from tvgkit.grounding.evaluate import evaluate_run
+    from tvgkit.grounding.presets import preset
+    from tvgkit.grounding.train import train
 
     name = setting.replace(" ", "_").replace("[", "").replace("]", "")
     cfg = preset(preset_name, [*extra, "train.threads=1", f"seed={seed}", f"runs_dir={runs_dir}", f"name={name}"])
@@ -67,7 +70,7 @@ def run_one(preset_name: str, setting: str, seed: int, extra: list[str], runs_di
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--preset", default="notebook", help="a tvgkit.train preset (tiny for a smoke run)")
+    parser.add_argument("--preset", default="notebook", help="a tvgkit.grounding.train preset (tiny for a smoke run)")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="more config overrides")
     parser.add_argument("--jobs", type=int, default=2, help="runs in parallel, one thread each")

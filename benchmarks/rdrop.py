@@ -16,8 +16,8 @@ import time
 
 import torch
 
+from tvgkit.lessons.sentiment_task import SentimentSpec, TinyTransformerClassifier, make_sentiment_data, rdrop_step
 from tvgkit.runtime import seed_everything
-from tvgkit.sentiment_task import SentimentSpec, TinyTransformerClassifier, make_sentiment_data, rdrop_step
 
 VARIANTS = {"none": (0.0, "doubled"), "doubled": (1.0, "doubled"), "two_pass": (1.0, "two_pass")}
 

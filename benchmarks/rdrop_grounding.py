@@ -42,7 +42,8 @@ _SPLITS = None  # the splits of this process (each worker loads them once, from 
 
 def _load_splits(preset_name: str, extra: list[str]) -> None:
     global _SPLITS
-    from tvgkit.train import load_splits, preset
+    from tvgkit.grounding.presets import preset
+    from tvgkit.grounding.splits import load_splits
 
     _SPLITS = load_splits(preset(preset_name, extra).data, progress=False)
 
@@ -59,7 +60,9 @@ def run_one(
     runs_dir: str,
 ) -> dict:
     """Train one (head, setting, seed), then score its chosen checkpoint on the first training queries."""
-    from tvgkit.train import evaluate_run, preset, train
+    from tvgkit.grounding.evaluate import evaluate_run
+    from tvgkit.grounding.presets import preset
+    from tvgkit.grounding.train import train
 
     rdrop = ["train.rdrop_kind=kl", f"train.rdrop_alpha={alpha if setting == 'R-Drop' else 0}"]
     overrides = [*extra, f"model.head={head}", f"text.dropout={dropout}", "model.prompt_ensemble=false", *rdrop]
@@ -90,7 +93,7 @@ def run_one(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--preset", default="notebook", help="a tvgkit.train preset (tiny for a smoke run)")
+    parser.add_argument("--preset", default="notebook", help="a tvgkit.grounding.train preset (tiny for a smoke run)")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--heads", nargs="+", choices=HEADS, default=list(HEADS))
     parser.add_argument("--alpha", type=float, default=1.0, help="weight of the symmetric KL term")

@@ -18,8 +18,9 @@ from pathlib import Path
 
 import torch
 
-from tvgkit.checkpoint import Interrupted
-from tvgkit.train import preset, train
+from tvgkit.grounding.checkpoint import Interrupted
+from tvgkit.grounding.presets import preset
+from tvgkit.grounding.train import train
 
 
 def weights(run_dir: Path, name: str) -> dict[str, torch.Tensor]:

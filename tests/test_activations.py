@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from tvgkit.activations import (
+from tvgkit.lessons.activations import (
     capture,
     channel_stats,
     extreme_value_effect,
@@ -17,7 +17,7 @@ from tvgkit.activations import (
     to_uint8,
     write_map,
 )
-from tvgkit.vit import TokenBatchNorm, ViT
+from tvgkit.lessons.vit import TokenBatchNorm, ViT
 
 
 def test_capture_gets_every_norm_attention_and_mlp_output_and_removes_its_hooks() -> None:

@@ -127,7 +127,8 @@ def test_synthetic_set_is_cached_per_backbone(tmp_path) -> None:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> SimpleNamespace:
     """Two tiny runs on the synthetic set, one per backbone."""
-    from tvgkit.train import preset, train
+    from tvgkit.grounding.presets import preset
+    from tvgkit.grounding.train import train
 
     d = tmp_path_factory.mktemp("backbone-runs")
     with pytest.MonkeyPatch.context() as mp:
@@ -142,7 +143,7 @@ def runs(tmp_path_factory) -> SimpleNamespace:
 
 def _unseen(run: Path, query: str) -> list[str]:
     """The query's words missing from the run's vocabulary.txt, in order (what predict must list)."""
-    from tvgkit.vocabulary import words
+    from tvgkit.grounding.vocabulary import words
 
     vocabulary = set((run / "vocabulary.txt").read_text().split())
     return list(dict.fromkeys(w for w in words(query) if w not in vocabulary))
@@ -157,7 +158,7 @@ def _predict(capsys, *args: str) -> tuple[int, str, str]:
 
 def test_runs_record_their_backbone_and_training_words(runs) -> None:
     from tvgkit import config
-    from tvgkit.train import RunConfig
+    from tvgkit.grounding.presets import RunConfig
 
     for run, backbone in ((runs.blobs, "blobs"), (runs.efficientnet_lite0, "efficientnet-lite0")):
         assert config.load(RunConfig, run / "config.yaml").data.backbone == backbone
@@ -200,7 +201,7 @@ def test_predict_is_silent_on_known_words_and_refuses_foreign_features(runs, tmp
 
 
 def test_python_api_warns_with_the_unseen_words(runs) -> None:
-    from tvgkit.inference import UnseenWordsWarning, predict_video
+    from tvgkit.grounding.inference import UnseenWordsWarning, predict_video
 
     video = sample_video("carphone_pristine")
     with pytest.warns(UnseenWordsWarning, match="person, talks, on, phone;"):

@@ -32,7 +32,9 @@ from tvgkit.data.features import FeatureError, MissingFeaturesError, check_cover
 from tvgkit.data.formats import FormatError, read_annotations, read_charades_sta
 from tvgkit.data.locate import data_root
 from tvgkit.errors import InputError
-from tvgkit.train import PRESETS, RunConfig, load_splits, train
+from tvgkit.grounding.presets import PRESETS, RunConfig
+from tvgkit.grounding.splits import load_splits
+from tvgkit.grounding.train import train
 
 DIM = 8
 GOOD_VIDS = [f"v{i}" for i in range(8)]
@@ -471,12 +473,12 @@ def test_a_failed_hdf5_write_keeps_the_old_file(tmp_path) -> None:
 
 def test_a_bug_keeps_its_traceback(monkeypatch, tmp_path) -> None:
     """Only kit errors become one line: a KeyError from a bug in a handler propagates with its traceback."""
-    import tvgkit.commands
+    import tvgkit.grounding.commands
 
     def broken(args):
         return {}["oops"]
 
-    monkeypatch.setattr(tvgkit.commands, "runs", broken)
+    monkeypatch.setattr(tvgkit.grounding.commands, "runs", broken)
     with pytest.raises(KeyError, match="oops"):
         main(["runs", str(tmp_path)])
 
@@ -664,7 +666,7 @@ def test_real_tacos_clean_up_report_is_printed(capsys) -> None:
 
 def _other_model(run: Path, overrides: list[str], dim: int = DIM) -> dict:
     """The weights of a model of another size or feature width, with the run's own tokenizer."""
-    from tvgkit.train import build_model
+    from tvgkit.grounding.build import build_model
 
     cfg = config.load(RunConfig, run / "config.yaml", overrides)
     return build_model(cfg, [], dim, tokenizer_dir=run / "tokenizer")[0].state_dict()

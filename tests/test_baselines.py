@@ -9,7 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tvgkit.baselines import (
+from tvgkit.cli import main
+from tvgkit.data.records import Record
+from tvgkit.grounding.baselines import (
     best_fixed_span,
     best_spans_per_metric,
     kde_prior,
@@ -17,8 +19,6 @@ from tvgkit.baselines import (
     run_blind_baselines,
     whole_video,
 )
-from tvgkit.cli import main
-from tvgkit.data.records import Record
 
 FIXTURES = Path(__file__).parent / "fixtures"
 REPO = Path(__file__).resolve().parents[1]

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from tvgkit.blocks import Block, Encoder, deepnorm_constants
+from tvgkit.lessons.blocks import Block, Encoder, deepnorm_constants
 
 
 def _zero_branches(block: Block) -> None:
@@ -117,7 +117,7 @@ def test_deepnorm_scales_v_o_and_ffn_by_beta_but_not_q_k():
 def test_uniform_attention_equals_zero_query_key_weights():
     """uniform=True is the W^Q = W^K = 0 setting: softmax of equal scores averages the values."""
     torch.manual_seed(0)
-    from tvgkit.blocks import SelfAttention
+    from tvgkit.lessons.blocks import SelfAttention
 
     full = SelfAttention(16, 4)
     uni = SelfAttention(16, 4, uniform=True)

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from tvgkit import checkpoint
 from tvgkit.errors import InputError
+from tvgkit.grounding import checkpoint
 
 
 def _draws() -> tuple[float, float, list[float]]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from tvgkit import checkpoint
+from tvgkit.grounding import checkpoint
 
 
 def test_cuda_states_beyond_the_visible_devices_are_ignored(monkeypatch) -> None:

@@ -9,7 +9,7 @@ import pytest
 
 from tvgkit.cli import main
 from tvgkit.data.extract import FEATURE_DIM
-from tvgkit.train import PRESETS
+from tvgkit.grounding.presets import PRESETS
 
 TINY = PRESETS["tiny"]
 

@@ -17,9 +17,12 @@ import signal
 import pytest
 import torch
 
-from tvgkit import checkpoint, runtime
-from tvgkit import train as train_module
-from tvgkit.model import decode_spans, span_probs
+from tvgkit import runtime
+from tvgkit.grounding import checkpoint, evaluate, objective
+from tvgkit.grounding import train as train_module
+from tvgkit.grounding.evaluate import evaluate_run, load_run, predict, predict_run
+from tvgkit.grounding.model import decode_spans, span_probs
+from tvgkit.grounding.presets import preset
 
 CUDA_REASON = "needs a CUDA GPU"
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason=CUDA_REASON)]
@@ -42,28 +45,28 @@ def _on_cuda(tensors: dict[str, torch.Tensor]) -> list[str]:
 
 
 class _Spy:
-    """Keeps the trainer, the device of every batch tensor the model saw, and the dtype of the video projection."""
+    """Keeps the run (its built parts), the device of every batch tensor the model saw, and the dtype of the video
+    projection."""
 
     def __init__(self, mp: pytest.MonkeyPatch) -> None:
         self.trainers: list = []
         self.batch_devices: set[str] = set()
         self.proj_dtypes: dict[bool, set[torch.dtype]] = {True: set(), False: set()}  # by model.training
-        run, forward = train_module._Trainer.run, train_module._forward
+        loop, forward = train_module.loop, objective.forward
 
-        def spy_run(trainer, on_step):
-            self.trainers.append(trainer)
-            self.restored = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
-            trainer.model.video_proj.register_forward_hook(
-                lambda m, args, out: self.proj_dtypes[m.training].add(out.dtype)
-            )
-            return run(trainer, on_step)
+        def spy_loop(run, on_step):
+            self.trainers.append(run)
+            self.restored = {k: v.detach().clone() for k, v in run.model.state_dict().items()}
+            run.model.video_proj.register_forward_hook(lambda m, args, out: self.proj_dtypes[m.training].add(out.dtype))
+            return loop(run, on_step)
 
         def spy_forward(model, batch, template):
             self.batch_devices |= {f"{k}:{v.device.type}" for k, v in batch.items()}
             return forward(model, batch, template)
 
-        mp.setattr(train_module._Trainer, "run", spy_run)
-        mp.setattr(train_module, "_forward", spy_forward)
+        mp.setattr(train_module, "loop", spy_loop)
+        mp.setattr(objective, "forward", spy_forward)  # training steps
+        mp.setattr(evaluate, "forward", spy_forward)  # validation and test
 
     @property
     def trainer(self):
@@ -71,7 +74,7 @@ class _Spy:
 
 
 def _cfg(root, name: str, *overrides: str):
-    return train_module.preset(
+    return preset(
         "tiny", ["train.device=cuda", f"runs_dir={root / 'runs'}", f"name={name}", f"train.epochs={EPOCHS}", *overrides]
     )
 
@@ -172,14 +175,14 @@ def test_fp16_run_enables_the_grad_scaler_and_stays_finite(root, monkeypatch) ->
 def test_best_checkpoint_from_cuda_loads_on_cpu_and_predicts_the_same(cuda_run) -> None:
     result, spy = cuda_run
     trainer = spy.trainer
-    cpu_model, _, cfg = train_module.load_run(result.run_dir, device="cpu")
+    cpu_model, _, cfg = load_run(result.run_dir, device="cpu")
     assert {t.device.type for t in [*cpu_model.parameters(), *cpu_model.buffers()]} == {"cpu"}
-    gpu_model, _, _ = train_module.load_run(result.run_dir, device="cuda")
+    gpu_model, _, _ = load_run(result.run_dir, device="cuda")
     assert _on_cuda(dict(gpu_model.named_parameters())) == [] and _on_cuda(dict(gpu_model.named_buffers())) == []
     best = torch.load(result.run_dir / "best.pt", weights_only=True, map_location="cpu")
     assert all(torch.equal(cpu_model.state_dict()[k], v) for k, v in best.items())
 
-    records, seconds = train_module.predict_run(result.run_dir, "test")  # what evaluate_run scores, on CPU
+    records, seconds = predict_run(result.run_dir, "test")  # what evaluate_run scores, on CPU
     loader = trainer.eval_loaders["test"]
     ensemble = cfg.model.prompt_ensemble
     ps, pe, n_valid = _probs(cpu_model, loader, torch.device("cpu"), ensemble)
@@ -189,7 +192,7 @@ def test_best_checkpoint_from_cuda_loads_on_cpu_and_predicts_the_same(cuda_run) 
     # The CUDA run's own test predictions (autocast) pick spans that score as high, within AMP tolerance.
     cuda_spans = torch.from_numpy(trainer._predict("test"))
     _assert_top_scoring(cuda_spans, ps, pe, n_valid, rtol=1e-1)
-    again = train_module.evaluate_run(result.run_dir, "test")
+    again = evaluate_run(result.run_dir, "test")
     assert set(again) == set(result.metrics["test"]) and all(math.isfinite(v) for v in again.values())
 
 
@@ -230,8 +233,8 @@ def test_last_checkpoint_from_cuda_resumes_on_cuda(root, cuda_run, monkeypatch) 
 def test_predict_agrees_between_cpu_and_cuda(cuda_run) -> None:
     result, spy = cuda_run
     loader = spy.trainer.eval_loaders["test"]
-    cpu_model, _, cfg = train_module.load_run(result.run_dir, device="cpu")
-    gpu_model, _, _ = train_module.load_run(result.run_dir, device="cuda")
+    cpu_model, _, cfg = load_run(result.run_dir, device="cpu")
+    gpu_model, _, _ = load_run(result.run_dir, device="cuda")
     ensemble = cfg.model.prompt_ensemble
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     ps, pe, n_valid = _probs(cpu_model, loader, cpu, ensemble)
@@ -239,10 +242,10 @@ def test_predict_agrees_between_cpu_and_cuda(cuda_run) -> None:
     # fp32 on both (cuDNN may use TF32 for the convolution): probabilities agree closely.
     torch.testing.assert_close(gps, ps, atol=2e-3, rtol=2e-2)
     torch.testing.assert_close(gpe, pe, atol=2e-3, rtol=2e-2)
-    on_cpu = torch.from_numpy(train_module.predict(cpu_model, loader, cpu, ensemble))
-    on_gpu = torch.from_numpy(train_module.predict(gpu_model, loader, cuda, ensemble))
+    on_cpu = torch.from_numpy(predict(cpu_model, loader, cpu, ensemble))
+    on_gpu = torch.from_numpy(predict(gpu_model, loader, cuda, ensemble))
     amp = torch.from_numpy(
-        train_module.predict(gpu_model, loader, cuda, ensemble, autocast=lambda: runtime.autocast(cuda))
+        predict(gpu_model, loader, cuda, ensemble, autocast=lambda: runtime.autocast(cuda))
     )
     assert on_cpu.shape == on_gpu.shape == amp.shape == (len(ps), 2)
     _assert_top_scoring(on_gpu, ps, pe, n_valid, rtol=1e-2)

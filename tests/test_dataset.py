@@ -6,9 +6,9 @@ import numpy as np
 import torch
 from transformers import BertTokenizer
 
-from tvgkit.data.dataset import GroundingDataset, fill_template, loader, split_by_video
 from tvgkit.data.records import Record
-from tvgkit.text import train_wordpiece
+from tvgkit.grounding.dataset import GroundingDataset, fill_template, loader, split_by_video
+from tvgkit.grounding.text import train_wordpiece
 
 TEMPLATES = ['The text of "{query}" starts at time [MASK] and ends at time [MASK].', "{query}: from [MASK] to [MASK]."]
 

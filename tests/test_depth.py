@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from tvgkit import depth, tasks
-from tvgkit.blocks import Encoder
+from tvgkit.lessons import depth, tasks
+from tvgkit.lessons.blocks import Encoder
 
 SMALL = depth.ProbeConfig(d_model=32, tokens=8, batch=8, n_batches=3)
 

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, SubsetRandomSampler, TensorDataset
 
-from tvgkit.diagnostics import (
+from tvgkit.lessons.diagnostics import (
     DeadUnitDetector,
     GradientFlowMonitor,
     LoaderAuditError,

@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 
 from tvgkit import config
-from tvgkit.data.dataset import EpochSampler
-from tvgkit.distributed import World, current, gather_rows, shard_range
-from tvgkit.train import evaluate_run, preset
+from tvgkit.grounding.dataset import EpochSampler
+from tvgkit.grounding.distributed import World, current, gather_rows, shard_range
+from tvgkit.grounding.evaluate import evaluate_run
+from tvgkit.grounding.presets import preset
 
 
 @pytest.mark.parametrize("n", [0, 1, 7, 14, 15])

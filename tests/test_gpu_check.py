@@ -158,7 +158,7 @@ def no_cuda_counters(monkeypatch):
 
 
 def test_grounding_step_reports_the_run_and_stops_at_the_budget(tmp_path, monkeypatch, no_cuda_counters) -> None:
-    from tvgkit.train import PRESETS
+    from tvgkit.grounding.presets import PRESETS
 
     monkeypatch.setenv("TVGKIT_CACHE", str(tmp_path / "cache"))
     overrides = [*PRESETS["tiny"], "train.device=cpu"]  # after gpu_check's train.device=cuda: this one wins

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tvgkit.grounding_viz import heads_table, plot_head_diagnosis, probe_table
+from tvgkit.grounding.viz import heads_table, plot_head_diagnosis, probe_table
 
 
 def _report() -> dict:

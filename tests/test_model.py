@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers import BertConfig, BertModel
 
-from tvgkit.model import (
+from tvgkit.grounding.model import (
     GroundingModel,
     ModelConfig,
     clip_targets,
@@ -178,7 +178,7 @@ def test_span_head_ignores_padding_clips() -> None:
 
 
 def test_peft_wrapped_encoder_trains_only_adapters_and_heads() -> None:
-    from tvgkit import peft
+    from tvgkit.lessons import peft
 
     torch.manual_seed(0)
     cfg = BertConfig(vocab_size=30, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)

@@ -5,6 +5,7 @@ function defined in a notebook (logic belongs in the package), outputs stored wi
 errors with "Unrun reference cell has outputs"), and a missing "What we saw".
 """
 
+import re
 from pathlib import Path
 
 import nbformat
@@ -61,3 +62,21 @@ def test_nbval_markers_are_exact(notebook):
             text = line.strip().lstrip("#").strip()
             if line.strip().startswith("#") and text.startswith("NBVAL"):
                 assert text in NBVAL_MARKERS, line
+
+
+def test_colab_cell_installs_one_source_named_at_its_top(notebook):
+    colab = [c for c in _code(notebook) if "google.colab" in c.source]
+    assert len(colab) == 1, "one Colab cell, the first code cell"
+    assert colab[0] is _code(notebook)[0]
+    lines = colab[0].source.splitlines()
+    assert lines[0].startswith('TVGKIT_SOURCE = "tvgkit[pretrained]"'), "the install source is the cell's first line"
+    pip = [line.strip() for line in lines if "pip" in line and "install" in line]
+    assert pip == ['!pip -q install "{TVGKIT_SOURCE}"']
+
+
+def test_no_warning_in_stored_outputs(notebook):
+    # Library warnings in stored outputs are noise to a reader; silence them in tvgkit.runtime.setup().
+    for cell in _code(notebook):
+        for out in cell.get("outputs", []):
+            text = out.get("text", "") + str(out.get("data", {}).get("text/plain", ""))
+            assert not re.search(r"\w+Warning\b", text), text[:200]

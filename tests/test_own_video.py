@@ -22,7 +22,8 @@ from tvgkit.data.extract import FEATURE_DIM, FRAME_DIM, clip_features, write_vid
 from tvgkit.data.features import open_features, write_hdf5
 from tvgkit.data.formats import read_durations
 from tvgkit.data.synthetic import generate_split
-from tvgkit.train import preset, train
+from tvgkit.grounding.presets import preset
+from tvgkit.grounding.train import train
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -4,8 +4,15 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from tvgkit.lessons.pathologies import (
+    MaskedMean,
+    ToyGrounder,
+    evaluate_by_position,
+    predict,
+    toy_grounding,
+    train_steps,
+)
 from tvgkit.metrics import evaluate
-from tvgkit.pathologies import MaskedMean, ToyGrounder, evaluate_by_position, predict, toy_grounding, train_steps
 
 
 def test_toy_grounding_spans_masks_and_empty_videos():

@@ -1,4 +1,4 @@
-"""tvgkit.peft: every method's trainable count equals its closed form on full-size BERT-base, and the methods
+"""tvgkit.lessons.peft: every method's trainable count equals its closed form on full-size BERT-base, and the methods
 behave as the papers describe (LoRA starts as the identity update, adapters near it, prompts lengthen the
 sequence, prefixes change attention, AdaLoRA prunes its rank budget)."""
 
@@ -11,7 +11,7 @@ import pytest
 import torch
 from transformers import BertConfig, BertModel
 
-from tvgkit import peft as tp
+from tvgkit.lessons import peft as tp
 
 IA3_PAPER = {  # the IA3 paper's l_k, l_v, l_ff: the FFN output projection only, not attention.output.dense
     "target_modules": r".*\.(key|value)|.*layer\.\d+\.output\.dense",

@@ -10,7 +10,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from tvgkit.config import ConfigError
-from tvgkit.rdrop import (
+from tvgkit.grounding.build import build_run
+from tvgkit.grounding.presets import preset
+from tvgkit.grounding.splits import load_splits
+from tvgkit.grounding.train import train_step
+from tvgkit.lessons.rdrop import (
     DETACHED_BUG_VARIANTS,
     detached_term_gradients,
     doubled_forward,
@@ -19,7 +23,7 @@ from tvgkit.rdrop import (
     symmetric_kl,
     with_rdrop,
 )
-from tvgkit.sentiment_task import (
+from tvgkit.lessons.sentiment_task import (
     NOT,
     SentimentSpec,
     TinyTransformerClassifier,
@@ -27,7 +31,6 @@ from tvgkit.sentiment_task import (
     make_sentiment_data,
     rdrop_step,
 )
-from tvgkit.train import _Trainer, load_splits, preset
 
 
 def test_symmetric_kl_hand_computed_two_classes():
@@ -204,13 +207,13 @@ def first_step(tiny_splits, *overrides: str) -> tuple[float, float | None, torch
     and warmup off, so the gradients compare linearly and the first step has its full learning rate."""
     root, splits = tiny_splits
     base = ["model.head=regression", "train.clip_grad=1e9", "train.warmup_ratio=0", f"runs_dir={root / 'runs'}"]
-    trainer = _Trainer(preset("tiny", [*base, *overrides]), False, splits, None, None)
+    run = build_run(preset("tiny", [*base, *overrides]), False, splits, None, None)
     try:
-        loss, term, _ = trainer._step(next(iter(trainer.train_loader)))
+        loss, term, _ = train_step(run, next(iter(run.train_loader)))
     finally:
-        trainer.log.close()
-    grads = torch.cat([p.grad.flatten() for p in trainer.params if p.grad is not None])
-    weights = torch.cat([p.detach().flatten() for p in trainer.params])
+        run.log.close()
+    grads = torch.cat([p.grad.flatten() for p in run.params if p.grad is not None])
+    weights = torch.cat([p.detach().flatten() for p in run.params])
     return loss.item(), None if term is None else term.item(), grads, weights
 
 

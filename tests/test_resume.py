@@ -18,9 +18,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from tvgkit import checkpoint, config
+from tvgkit import config
 from tvgkit.cli import main
-from tvgkit.train import preset, train
+from tvgkit.grounding import checkpoint
+from tvgkit.grounding.presets import preset
+from tvgkit.grounding.train import train
 
 EPOCHS = 3  # 2 steps per epoch on the tiny set: 6 steps
 

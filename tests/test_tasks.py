@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tvgkit import tasks
+from tvgkit.lessons import tasks
 
 
 def _gen(seed: int = 0) -> torch.Generator:

@@ -1,6 +1,6 @@
 from transformers import BertTokenizer
 
-from tvgkit.text import SPECIAL_TOKENS, train_wordpiece
+from tvgkit.grounding.text import SPECIAL_TOKENS, train_wordpiece
 
 SENTENCES = ["The red ball slides left.", "a red square grows", "the blue ball grows", "a green triangle rises"]
 # words of two or more letters: count 2 first (alphabetical), then count 1 (alphabetical)

@@ -8,7 +8,9 @@ import pytest
 import torch
 
 from tvgkit import config
-from tvgkit.train import PRESETS, RunConfig, evaluate_run, load_run, train
+from tvgkit.grounding.evaluate import evaluate_run, load_run
+from tvgkit.grounding.presets import PRESETS, RunConfig
+from tvgkit.grounding.train import train
 
 
 @pytest.fixture(scope="module")
@@ -87,15 +89,16 @@ def test_regression_head_logs_the_mask_slot_gradient(run) -> None:
 def test_encoder_learning_rate_applies_to_the_encoder_only() -> None:
     from transformers import BertConfig, BertModel
 
-    from tvgkit.model import GroundingModel, ModelConfig
-    from tvgkit.train import OptimConfig, _param_groups
+    from tvgkit.grounding.build import param_groups
+    from tvgkit.grounding.model import GroundingModel, ModelConfig
+    from tvgkit.grounding.presets import OptimConfig
 
     bert = BertModel(
         BertConfig(vocab_size=30, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64),
         add_pooling_layer=False,
     )
     model = GroundingModel(ModelConfig(), bert, 7, 4)
-    groups = _param_groups(model, OptimConfig(lr=1e-3, encoder_lr=5e-5, weight_decay=0.01))
+    groups = param_groups(model, OptimConfig(lr=1e-3, encoder_lr=5e-5, weight_decay=0.01))
     encoder = {id(p) for p in model.encoder.parameters()}
     for g in groups:
         in_encoder = {id(p) in encoder for p in g["params"]}
@@ -103,5 +106,5 @@ def test_encoder_learning_rate_applies_to_the_encoder_only() -> None:
         assert g["lr"] == (5e-5 if in_encoder.pop() else 1e-3)
         assert g["weight_decay"] == (0.01 if all(p.ndim >= 2 for p in g["params"]) else 0.0)
     assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
-    same = _param_groups(model, OptimConfig(lr=1e-3))
+    same = param_groups(model, OptimConfig(lr=1e-3))
     assert {g["lr"] for g in same} == {1e-3}

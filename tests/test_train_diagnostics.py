@@ -12,9 +12,11 @@ import torch
 from torch.utils.data import DataLoader
 
 from tvgkit import config
-from tvgkit.data.dataset import Collate, loader
-from tvgkit.diagnostics import LoaderAuditError, NonFiniteError
-from tvgkit.train import PRESETS, RunConfig, Splits, load_splits, train
+from tvgkit.grounding.dataset import Collate, loader
+from tvgkit.grounding.presets import PRESETS, RunConfig
+from tvgkit.grounding.splits import Splits, load_splits
+from tvgkit.grounding.train import train
+from tvgkit.lessons.diagnostics import LoaderAuditError, NonFiniteError
 
 
 class FeatureDict(dict):
@@ -80,7 +82,7 @@ def test_the_audit_refuses_a_shuffling_evaluation_loader_unless_switched_off(set
             return loader(dataset, batch_size, train, pad_id, seed, rank, replicas)
         return DataLoader(dataset, batch_size=batch_size, shuffle=True, collate_fn=Collate(pad_id, train))
 
-    monkeypatch.setattr("tvgkit.train.loader", shuffled_like_training)
+    monkeypatch.setattr("tvgkit.grounding.build.loader", shuffled_like_training)
     with pytest.raises(LoaderAuditError, match="shuffles"):
         train(_cfg(setting, "name=shuffled"), progress=False, splits=splits)
     result = train(_cfg(setting, "name=shuffled-unaudited", "train.audit=false"), progress=False, splits=splits)

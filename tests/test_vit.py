@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from tvgkit.data.images import SHAPES, render_shapes, shapes_splits
-from tvgkit.vit import (
+from tvgkit.lessons.vit import (
     VARIANTS,
     TokenBatchNorm,
     ViT,

@@ -27,7 +27,7 @@ def _add_baselines(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", default="test")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
-    p.set_defaults(handler=_lazy("tvgkit.commands", "baselines"))
+    p.set_defaults(handler=_lazy("tvgkit.grounding.commands", "baselines"))
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
@@ -41,7 +41,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key, e.g. train.lr=3e-4")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last.pt and config.yaml")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(handler=_lazy("tvgkit.commands", "train"))
+    p.set_defaults(handler=_lazy("tvgkit.grounding.commands", "train"))
 
 
 def _add_eval(sub: argparse._SubParsersAction) -> None:
@@ -49,7 +49,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run_dir")
     p.add_argument("--split", default="test")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
-    p.set_defaults(handler=_lazy("tvgkit.commands", "evaluate"))
+    p.set_defaults(handler=_lazy("tvgkit.grounding.commands", "evaluate"))
 
 
 def _add_synth(sub: argparse._SubParsersAction) -> None:
@@ -58,7 +58,7 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cache-dir", default=None, help="default: $TVGKIT_CACHE or ~/.cache/tvgkit")
     p.add_argument("--video", default=None, metavar="FILE.mp4", help="also write one test video as an mp4")
     p.add_argument("--quiet", action="store_true")
-    p.set_defaults(handler=_lazy("tvgkit.commands", "synth"))
+    p.set_defaults(handler=_lazy("tvgkit.grounding.commands", "synth"))
 
 
 def _add_extract(sub: argparse._SubParsersAction) -> None:
@@ -80,7 +80,7 @@ def _add_extract(sub: argparse._SubParsersAction) -> None:
         help="also write {vid: {duration}} (Charades-STA text needs it)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(handler=_lazy("tvgkit.commands", "extract"))
+    p.set_defaults(handler=_lazy("tvgkit.grounding.commands", "extract"))
 
 
 def _add_predict(sub: argparse._SubParsersAction) -> None:
@@ -96,14 +96,14 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--clip-seconds", type=float, default=None, help="clip length (default: the run's data.synth.clip_seconds)"
     )
-    p.set_defaults(handler=_lazy("tvgkit.commands", "predict"))
+    p.set_defaults(handler=_lazy("tvgkit.grounding.commands", "predict"))
 
 
 def _add_runs(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("runs", help="table of runs: config keys that differ, and test metrics")
     p.add_argument("runs_dir", nargs="?", default="runs")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
-    p.set_defaults(handler=_lazy("tvgkit.commands", "runs"))
+    p.set_defaults(handler=_lazy("tvgkit.grounding.commands", "runs"))
 
 
 def _lazy(module: str, name: str) -> Callable[[argparse.Namespace], int | None]:

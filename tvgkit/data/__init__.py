@@ -1,4 +1,14 @@
-"""Data: the query record, the field's annotation formats, feature stores, synthetic videos, datasets."""
+"""Data, from a video file or an annotation file to records and clip features, before any model sees them.
+
+``records`` (the query record and the clean-up report), ``formats`` (Charades-STA, ActivityNet, TACoS, JSONL),
+``locate`` (where real annotation files live) and ``stats`` (what they hold); ``extract`` and ``backbones`` (frames ->
+clip features, blobs or EfficientNet-Lite0), ``features`` (HDF5 / .npy feature stores, resampling, coverage checks),
+``synthetic`` (the kit's rendered videos and their annotations) and ``images`` (the rendered shapes of notebook 02).
+The grounding model's batches are made in :mod:`tvgkit.grounding.dataset`.
+
+May import: the shared base at the top of the package (``tvgkit.errors``, ``config``, ``runtime``, ``metrics``) and
+itself only, so that data tools run without any model code.
+"""
 
 from tvgkit.data.formats import (
     FormatError,

@@ -68,7 +68,7 @@ def fold_affine_before(linear: nn.Linear, s: torch.Tensor, t: torch.Tensor) -> N
 
 
 def make_norm(variant: str) -> Callable[[int], nn.Module]:
-    """The norm factory (``d_model -> Module``) a variant plugs into :class:`tvgkit.blocks.Encoder`."""
+    """The norm factory (``d_model -> Module``) a variant plugs into :class:`tvgkit.lessons.blocks.Encoder`."""
     _check(variant)
     return nn.LayerNorm if variant == "ln" else TokenBatchNorm
 
@@ -87,8 +87,8 @@ def _check(variant: str) -> None:
 class ViT(nn.Module):
     """DeiT-style classifier: patch embedding, a class token, learned positions, pre-norm blocks, a linear head.
 
-    The blocks are :class:`tvgkit.blocks.Encoder` with ``position="pre"``; the variant chooses the norm factory and
-    the FFN activation, and ``*_wn`` variants put weight normalisation on every linear layer of the blocks.
+    The blocks are :class:`tvgkit.lessons.blocks.Encoder` with ``position="pre"``; the variant chooses the norm factory
+    and the FFN activation, and ``*_wn`` variants put weight normalisation on every linear layer of the blocks.
     """
 
     def __init__(
@@ -105,7 +105,7 @@ class ViT(nn.Module):
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        from tvgkit.blocks import Encoder
+        from tvgkit.lessons.blocks import Encoder
 
         if image_size % patch_size:
             raise ValueError(f"image_size {image_size} is not a multiple of patch_size {patch_size}")

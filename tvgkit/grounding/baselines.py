@@ -11,6 +11,8 @@ Captions. Any model's figure means something only next to these:
   blind predictor of it, not the span tuned for mIoU;
 * ``kde_prior``: spans sampled from a Gaussian KDE of the training moments' normalised (start, end) (Yuan et al.'s
   bias baseline).
+
+:func:`blind_baselines` adds the sentence-blind bar of a grounding run: its model trained with emptied queries.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy.stats import gaussian_kde
@@ -25,6 +28,10 @@ from scipy.stats import gaussian_kde
 from tvgkit.data.records import Record
 from tvgkit.errors import InputError
 from tvgkit.metrics import DECIMALS, METRIC_KEYS, evaluate, iou_matrix
+
+if TYPE_CHECKING:
+    from tvgkit.grounding.presets import RunConfig
+    from tvgkit.grounding.splits import Splits
 
 
 def _normalised(records: Sequence[Record]) -> np.ndarray:
@@ -174,6 +181,20 @@ PUBLISHED_RESULTS = [
         "2D-TAN repository README",
     ),
 ]
+
+
+def blind_baselines(cfg: RunConfig, splits: Splits | None = None, progress: bool = False) -> dict[str, dict]:
+    """Test metrics of the video-blind priors and of the query-blind model (``cfg`` trained with emptied queries)."""
+    from dataclasses import replace
+
+    from tvgkit.grounding.splits import load_splits
+    from tvgkit.grounding.train import train
+
+    splits = splits or load_splits(cfg.data, progress=progress)
+    results = run_blind_baselines(splits.records["train"], splits.records["test"], seed=cfg.seed)
+    blind = replace(cfg, name=f"{cfg.name}-query-blind", train=replace(cfg.train, query_blind=True))
+    results["query_blind_model"] = train(blind, progress=progress, splits=splits).metrics["test"]
+    return results
 
 
 def _synthetic_records(split: str, data_dir: str | None):

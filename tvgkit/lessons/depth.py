@@ -1,4 +1,4 @@
-"""Depth probes for :class:`tvgkit.blocks.Encoder` stacks, and the norm-position training experiment.
+"""Depth probes for :class:`tvgkit.lessons.blocks.Encoder` stacks, and the norm-position training experiment.
 
 Probes (Xiong et al. 2020, "On Layer Normalization in the Transformer Architecture", arXiv 2002.04745):
 
@@ -17,7 +17,7 @@ linear read-out, and each token's label comes from a fixed random "teacher" proj
 gradient is a deterministic, non-zero quantity rather than noise around zero.
 
 The training experiment (:func:`train_run`, :func:`warmup_grid`) trains :class:`TokenModel` on a
-:mod:`tvgkit.tasks` sequence task with Adam, a linear warmup (or none) and a linear decay.
+:mod:`tvgkit.lessons.tasks` sequence task with Adam, a linear warmup (or none) and a linear decay.
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from tvgkit import tasks
-from tvgkit.blocks import Block, Encoder
+from tvgkit.lessons import tasks
+from tvgkit.lessons.blocks import Block, Encoder
 from tvgkit.runtime import temporary_seed
 
 if TYPE_CHECKING:

@@ -18,9 +18,9 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
 from tvgkit.data.features import resample
 from tvgkit.data.records import Record
-from tvgkit.distributed import shard_range
 from tvgkit.errors import InputError
-from tvgkit.model import VIDEO_POSITION_OFFSET
+from tvgkit.grounding.distributed import shard_range
+from tvgkit.grounding.model import VIDEO_POSITION_OFFSET
 
 
 def fill_template(template: str, query: str) -> str:
@@ -188,7 +188,7 @@ def loader(
     """Training loaders shuffle (seeded) and drop nothing either; evaluation loaders keep order and every sample.
 
     With several processes (``replicas``), training takes the rank's share of each epoch (:class:`EpochSampler`)
-    and evaluation a contiguous piece of the set (:func:`tvgkit.distributed.shard_range`), never a padded one.
+    and evaluation a contiguous piece of the set (:func:`tvgkit.grounding.distributed.shard_range`), never a padded one.
     The training loader gets its own generator, so making its iterator does not draw from the global torch RNG.
     """
     if train:

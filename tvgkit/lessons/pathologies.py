@@ -2,7 +2,7 @@
 
 The task keeps what makes grounding grounding (a query picks a moment out of a sequence of clip features; the
 answer is a normalised ``(start, end)``) and drops everything that costs time, so that each pathology can be
-trained, diagnosed with :mod:`tvgkit.diagnostics` and fixed in a few seconds on a CPU:
+trained, diagnosed with :mod:`tvgkit.lessons.diagnostics` and fixed in a few seconds on a CPU:
 
 - a video is ``n_clips`` feature vectors of noise; the clips inside the moment also carry the prototype vector of
   the query's class (one of ``n_classes`` "sentences"); each video has its own number of valid (unpadded) clips;
@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from tvgkit.diagnostics import GradientFlowMonitor, NonFiniteGuard
+from tvgkit.lessons.diagnostics import GradientFlowMonitor, NonFiniteGuard
 
 PROTOTYPE_SEED = 1234  # the classes' prototypes are shared by every split
 
@@ -60,8 +60,9 @@ def toy_grounding(
 class MaskedMean(nn.Module):
     """Mean of ``x`` over the valid clips: ``sum(x * mask) / (sum(mask) + eps)``.
 
-    With ``eps=0`` an empty video divides 0 by 0, which is NaN: the bug :class:`~tvgkit.diagnostics.NonFiniteGuard`
-    names in notebook 07. ``eps=1e-6`` (or dropping empty videos at load time) fixes it.
+    With ``eps=0`` an empty video divides 0 by 0, which is NaN: the bug
+    :class:`~tvgkit.lessons.diagnostics.NonFiniteGuard` names in notebook 07. ``eps=1e-6`` (or dropping empty videos
+    at load time) fixes it.
     """
 
     def __init__(self, eps: float = 1e-6) -> None:
@@ -107,9 +108,9 @@ class ToyGrounder(nn.Module):
 
 
 def lora_copy(model: nn.Module, seed: int = 0, **lora_options: Any) -> nn.Module:
-    """A deep copy of ``model`` with LoRA adapters (:func:`tvgkit.peft.apply`, options in peft's names), initialised
-    from ``seed``. Imported here because importing peft costs seconds."""
-    from tvgkit import peft
+    """A deep copy of ``model`` with LoRA adapters (:func:`tvgkit.lessons.peft.apply`, options in peft's names),
+    initialised from ``seed``. Imported here because importing peft costs seconds."""
+    from tvgkit.lessons import peft
 
     torch.manual_seed(seed)
     return peft.apply(copy.deepcopy(model), "lora", **lora_options)

@@ -83,14 +83,8 @@ def predict_video(
     from another backbone raise :class:`InputError` naming both. Query words outside the run's training vocabulary
     are listed in an :class:`UnseenWordsWarning` and in the result.
     """
-    import torch
-
-    from tvgkit.data.dataset import fill_template, fit_query
-    from tvgkit.data.extract import extract_video
-    from tvgkit.data.features import resample
-    from tvgkit.model import VIDEO_POSITION_OFFSET, decode
-    from tvgkit.train import load_run
-    from tvgkit.vocabulary import load_vocabulary, unseen_words
+    from tvgkit.grounding.evaluate import load_run
+    from tvgkit.grounding.vocabulary import load_vocabulary, unseen_words
 
     if top < 1:
         raise InputError(f"--top must be at least 1, got {top}")
@@ -99,31 +93,10 @@ def predict_video(
         raise InputError("--query is empty: give the sentence whose moment to find")
     model, tokenizer, cfg = load_run(run_dir)
     templates = cfg.model.templates if cfg.model.prompt_ensemble else cfg.model.templates[:1]
-    fitted, n_tokens = fit_query(tokenizer, templates, query)
-    if fitted != query:
-        warnings.warn(
-            f"the query makes a {n_tokens}-token prompt, longer than the model's {VIDEO_POSITION_OFFSET}; "
-            f"using its first {len(fitted.split())} words",
-            QueryCutWarning,
-            stacklevel=2,
-        )
-        query = fitted
+    query = _fitted_query(tokenizer, templates, query)
     backbone = run_backbone(cfg)
     video = Path(video)
-    if video.suffix.lower() in FEATURE_SUFFIXES:
-        feats, duration, found = _stored_features(video, vid)
-        if found is not None and backbone is not None and found != backbone:
-            raise InputError(
-                f"{video}: features extracted with backbone {found!r}, but the run {run_dir} was trained on "
-                f"{backbone!r} features; extract again with --backbone {backbone}"
-            )
-    else:
-        synth = cfg.data.synth
-        fps = synth.fps if fps is None else fps
-        clip_seconds = synth.clip_seconds if clip_seconds is None else clip_seconds
-        # a synthetic run's network saw the rendered frames at data.synth.backbone_size
-        sizes = (synth.backbone_size, synth.backbone_frames) if cfg.data.dataset == "synthetic" else (None, None)
-        feats, duration = extract_video(video, fps, clip_seconds, False, backbone or "blobs", device, *sizes)
+    feats, duration = _video_features(video, vid, run_dir, cfg, backbone, fps, clip_seconds, device)
     if feats.shape[1] != model.feat_mean.numel():
         source = "the file holds" if video.suffix.lower() in FEATURE_SUFFIXES else "tvgkit extract gives"
         raise InputError(
@@ -139,8 +112,63 @@ def predict_video(
             UnseenWordsWarning,
             stacklevel=2,
         )
-    if len(feats) > cfg.data.max_clips:
-        feats = resample(feats, cfg.data.max_clips)[0]
+    rows = _top_spans(model, tokenizer, templates, query, feats, cfg.data.max_clips, top)
+    rows = [(start * duration, end * duration, score) for start, end, score in rows]
+    checkpoint = Path(run_dir) / "best.pt"
+    return Prediction(str(video), query, duration, rows, checkpoint, backbone, unseen)
+
+
+def _fitted_query(tokenizer, templates: list[str], query: str) -> str:
+    """``query``, cut to its first words (with a :class:`QueryCutWarning`) when its prompt would reach the clips."""
+    from tvgkit.grounding.dataset import fit_query
+    from tvgkit.grounding.model import VIDEO_POSITION_OFFSET
+
+    fitted, n_tokens = fit_query(tokenizer, templates, query)
+    if fitted != query:
+        warnings.warn(
+            f"the query makes a {n_tokens}-token prompt, longer than the model's {VIDEO_POSITION_OFFSET}; "
+            f"using its first {len(fitted.split())} words",
+            QueryCutWarning,
+            stacklevel=3,  # the caller of predict_video
+        )
+    return fitted
+
+
+def _video_features(
+    video: Path, vid: str | None, run_dir, cfg, backbone: str | None, fps, clip_seconds, device
+) -> tuple[np.ndarray, float]:
+    """(clip features, duration in seconds) of a video file, extracted as the run's were, or of stored features,
+    which must come from the run's backbone."""
+    from tvgkit.data.extract import extract_video
+
+    if video.suffix.lower() in FEATURE_SUFFIXES:
+        feats, duration, found = _stored_features(video, vid)
+        if found is not None and backbone is not None and found != backbone:
+            raise InputError(
+                f"{video}: features extracted with backbone {found!r}, but the run {run_dir} was trained on "
+                f"{backbone!r} features; extract again with --backbone {backbone}"
+            )
+        return feats, duration
+    synth = cfg.data.synth
+    fps = synth.fps if fps is None else fps
+    clip_seconds = synth.clip_seconds if clip_seconds is None else clip_seconds
+    # a synthetic run's network saw the rendered frames at data.synth.backbone_size
+    sizes = (synth.backbone_size, synth.backbone_frames) if cfg.data.dataset == "synthetic" else (None, None)
+    return extract_video(video, fps, clip_seconds, False, backbone or "blobs", device, *sizes)
+
+
+def _top_spans(
+    model, tokenizer, templates: list[str], query: str, feats: np.ndarray, max_clips: int, top: int
+) -> list[tuple[float, float, float]]:
+    """The ``top`` (start, end, score) of the query in the clips, normalised to the video's length."""
+    import torch
+
+    from tvgkit.data.features import resample
+    from tvgkit.grounding.dataset import fill_template
+    from tvgkit.grounding.model import decode
+
+    if len(feats) > max_clips:
+        feats = resample(feats, max_clips)[0]
     clips = torch.from_numpy(feats)[None]
     mask = torch.ones(1, len(feats), dtype=torch.long)
     with torch.no_grad():
@@ -149,8 +177,4 @@ def predict_video(
             enc = tokenizer([fill_template(template, query)], return_tensors="pt")
             outs.append(model(clips, mask, enc["input_ids"], enc["attention_mask"]))
     spans, scores = decode(outs, mask, k=top)
-    rows = [
-        (float(s[0]) * duration, float(s[1]) * duration, float(c)) for s, c in zip(spans[0], scores[0], strict=True)
-    ]
-    checkpoint = Path(run_dir) / "best.pt"
-    return Prediction(str(video), query, duration, rows, checkpoint, backbone, unseen)
+    return [(float(s[0]), float(s[1]), float(c)) for s, c in zip(spans[0], scores[0], strict=True)]

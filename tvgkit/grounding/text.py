@@ -28,7 +28,8 @@ SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 @dataclass
 class TextConfig:
-    """Which text encoder; sizes apply to ``random-bert`` only. ``peft`` names a method of :mod:`tvgkit.peft`."""
+    """Which text encoder; sizes apply to ``random-bert`` only. ``peft`` names a method of
+    :mod:`tvgkit.lessons.peft`."""
 
     encoder: str = "random-bert"
     layers: int = 3

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tvgkit.rdrop import doubled_forward, with_rdrop
+from tvgkit.lessons.rdrop import doubled_forward, with_rdrop
 
 PAD, NOT = 0, 1
 

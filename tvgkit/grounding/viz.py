@@ -59,7 +59,7 @@ def plot_spans(records: Sequence[Record], spans: np.ndarray, n: int = 8) -> Figu
 def plot_head_diagnosis(runs: dict[str, Sequence[Sequence[dict]]]) -> Figure:
     """Learning curves of several runs side by side, each the mean over its seeds' logged steps (band: min to max).
 
-    ``runs`` maps a name to the histories of its seeds (``tvgkit.train`` logs these keys). Left to right: the batch's
+    ``runs`` maps a name to the histories of its seeds (the trainer logs these keys). Left to right: the batch's
     mean IoU; the spread of predicted centres against the targets' spread (a head stuck at the blind prior gives
     every query nearly the same span, so its spread stays near 0); the gradient norm reaching the head and the
     ``[MASK]`` slots; validation R1@0.5 after each epoch (error bars: one standard error over seeds).

@@ -25,7 +25,7 @@ def _fmt(metrics: dict) -> str:
 
 def train(args: argparse.Namespace) -> int:
     """``tvgkit train``: one process, or each of ``torchrun``'s processes (only rank 0 prints)."""
-    from tvgkit import distributed
+    from tvgkit.grounding import distributed
 
     with distributed.process_group() as world:
         return _train(args, world.main)
@@ -33,8 +33,9 @@ def train(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace, main: bool) -> int:
     from tvgkit import config
-    from tvgkit.checkpoint import Interrupted
-    from tvgkit.train import RunConfig, train
+    from tvgkit.grounding.checkpoint import Interrupted
+    from tvgkit.grounding.presets import RunConfig
+    from tvgkit.grounding.train import train
 
     if args.resume:
         if args.config or args.set:
@@ -62,17 +63,18 @@ def _train(args: argparse.Namespace, main: bool) -> int:
 
 def baselines(args: argparse.Namespace) -> int:
     """``tvgkit baselines``: on ``synthetic`` the video-blind priors plus the query-blind trained model."""
-    from tvgkit import baselines as blind
+    from tvgkit.grounding import baselines as blind
 
     if args.dataset != "synthetic":
         return blind.main(args)
-    from tvgkit.train import RunConfig, blind_baselines, load_splits
+    from tvgkit.grounding.presets import RunConfig
+    from tvgkit.grounding.splits import load_splits
 
     if args.split != "test":
         raise InputError("on the synthetic set the baselines are scored on the test split")
     cfg = RunConfig(seed=args.seed, name="baselines")
     splits = load_splits(cfg.data, progress=False)
-    results = blind_baselines(cfg, splits=splits, progress=False)
+    results = blind.blind_baselines(cfg, splits=splits, progress=False)
     results["best_span_per_metric"] = blind.per_metric_baseline(splits.records["train"], splits.records["test"])
     print(f"synthetic test; query-blind model = the quick default trained with emptied queries (seed {args.seed})")
     print(blind.format_table(results))
@@ -82,7 +84,7 @@ def baselines(args: argparse.Namespace) -> int:
 
 
 def evaluate(args: argparse.Namespace) -> int:
-    from tvgkit.train import evaluate_run
+    from tvgkit.grounding.evaluate import evaluate_run
 
     metrics = evaluate_run(args.run_dir, args.split)
     if args.json:
@@ -160,7 +162,7 @@ def predict(args: argparse.Namespace) -> int:
     never saw are listed on stderr."""
     import warnings
 
-    from tvgkit.inference import QueryCutWarning, UnseenWordsWarning, predict_video
+    from tvgkit.grounding.inference import QueryCutWarning, UnseenWordsWarning, predict_video
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UnseenWordsWarning)
