@@ -24,6 +24,8 @@ def test_differs_uses_the_standard_error_of_the_difference():
     assert ex.differs(a, b)  # 11 > 2 * 5
     assert not ex.differs(a, {"mean": 9.0, "se": 4.0})  # 9 < 10
     assert not ex.differs(a, b, k=3.0)
+    one_seed = {"mean": 50.0, "se": 0.0, "n": 1}  # a standard error of 0 from one value is no evidence
+    assert not ex.differs(one_seed, {"mean": 0.0, "se": 0.0, "n": 1})
 
 
 ROWS = [

@@ -43,7 +43,12 @@ def summarise(rows: Sequence[dict], by: str, figures: Sequence[str]) -> dict[str
 
 
 def differs(a: dict[str, float], b: dict[str, float], k: float = 2.0) -> bool:
-    """Whether two :func:`mean_se` summaries are more than ``k`` standard errors of their difference apart."""
+    """Whether two :func:`mean_se` summaries are more than ``k`` standard errors of their difference apart.
+
+    Never for a single seed: its standard error of 0 says nothing about the spread, it is unknown.
+    """
+    if min(a.get("n", 2), b.get("n", 2)) < 2:
+        return False
     return abs(a["mean"] - b["mean"]) > k * math.hypot(a["se"], b["se"])
 
 
