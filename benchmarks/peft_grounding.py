@@ -26,7 +26,6 @@ import argparse
 import dataclasses
 import importlib.util
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -199,8 +198,7 @@ def main() -> None:
     table = experiments.summary_frame({m: r["summary"] for m, r in methods.items()}, figures, digits=2)
     table.insert(0, "trainable", [r["trainable"] for r in methods.values()])
     print(table.to_string())
-    result = {
-        "command": ("python benchmarks/peft_grounding.py " + " ".join(sys.argv[1:])).strip(),
+    fields = {
         "size": args.size,
         "overrides": [o for o in base if not o.startswith("runs_dir=")],
         "train_queries": len(_SPLITS.records["train"]),
@@ -210,12 +208,9 @@ def main() -> None:
         "seeds": seeds,
         "encoder": encoder,
         "jobs": args.jobs,
-        "machine": experiments.machine(),
-        "wall_seconds": round(time.perf_counter() - start, 1),
         "methods": methods,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    experiments.write_report(args.out, "benchmarks/peft_grounding.py", start, fields)
 
 
 if __name__ == "__main__":

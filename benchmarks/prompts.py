@@ -23,8 +23,6 @@ The table is printed and written with per-seed metrics, size, seeds and machine 
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 import time
 from pathlib import Path
 
@@ -89,8 +87,7 @@ def main() -> None:
     summary = experiments.summarise(rows, "setting", METRICS)
     print(f"test, mean ± standard error over {args.seeds} seeds")
     print(experiments.summary_frame(summary, METRICS).to_string())
-    result = {
-        "command": ("python benchmarks/prompts.py " + " ".join(sys.argv[1:])).strip(),
+    fields = {
         "preset": args.preset,
         "overrides": [*args.set, "train.threads=1"],
         "n_train_queries": len(_SPLITS.records["train"]),
@@ -98,13 +95,10 @@ def main() -> None:
         "steps": rows[0]["steps"],
         "seeds": args.seeds,
         "templates": SETTINGS,
-        "machine": experiments.machine(),
-        "wall_seconds": round(time.perf_counter() - start, 1),
         "summary": summary,
         "runs": rows,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    experiments.write_report(args.out, "benchmarks/prompts.py", start, fields)
 
 
 if __name__ == "__main__":

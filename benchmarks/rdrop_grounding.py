@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-import sys
 import time
 from pathlib import Path
 
@@ -118,8 +116,7 @@ def main() -> None:
     summary = experiments.summarise(rows, "setting", FIGURES)
     print(f"mean ± standard error over {args.seeds} seeds (percent; gap = train minus validation, chosen checkpoint)")
     print(experiments.summary_frame(summary, FIGURES).to_string())
-    result = {
-        "command": ("python benchmarks/rdrop_grounding.py " + " ".join(sys.argv[1:])).strip(),
+    fields = {
         "preset": args.preset,
         "overrides": [*args.set, f"text.dropout={args.dropout}", "model.prompt_ensemble=false", "train.threads=1"],
         "n_train_queries": len(_SPLITS.records["train"]),
@@ -127,13 +124,10 @@ def main() -> None:
         "steps": rows[0]["steps"],
         "seeds": args.seeds,
         "alpha": args.alpha,
-        "machine": experiments.machine(),
-        "wall_seconds": round(time.perf_counter() - start, 1),
         "summary": summary,
         "runs": rows,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    experiments.write_report(args.out, "benchmarks/rdrop_grounding.py", start, fields)
 
 
 if __name__ == "__main__":

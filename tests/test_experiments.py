@@ -87,3 +87,12 @@ def test_plot_bars_one_bar_per_group_and_figure_with_error_bars():
     assert heights == [2.0, 20.0]
     assert len(ax.containers) == 4  # two bar containers and their two error-bar containers
     plt.close(fig)
+
+
+def test_write_report_records_command_fields_machine_and_time(tmp_path, monkeypatch):
+    monkeypatch.setattr("sys.argv", ["b.py", "--seeds", "3"])
+    out = tmp_path / "sub" / "r.json"
+    report = ex.write_report(out, "benchmarks/b.py", 0.0, {"seeds": 3})
+    assert json.loads(out.read_text()) == report
+    assert report["command"] == "python benchmarks/b.py --seeds 3" and report["seeds"] == 3
+    assert set(report["machine"]) == {"cpu", "cores", "torch", "gpu", "load", "date"} and report["wall_seconds"] > 0

@@ -14,6 +14,8 @@ import math
 import os
 import platform
 import statistics
+import sys
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from datetime import date
@@ -85,6 +87,16 @@ def describe(report: dict) -> str:
     """How a results file was made: its command, then steps, seeds and the machine (from :func:`machine`)."""
     size = f"{report['steps']} steps per run, {report['seeds']} seeds"
     return f"{report['command']}\n{size}; ran on {where(report['machine'])}"
+
+
+def write_report(path: Path, script: str, start: float, fields: dict) -> dict:
+    """Write a results file: the command that made it (``script`` and this process's arguments), ``fields``, the
+    machine and the wall seconds since ``start`` (a ``time.perf_counter()`` value)."""
+    report = {"command": " ".join(["python", script, *sys.argv[1:]]), **fields, "machine": machine()}
+    report["wall_seconds"] = round(time.perf_counter() - start, 1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=1) + "\n")
+    return report
 
 
 def run_parallel(
