@@ -93,7 +93,7 @@ LAYERS = {
     "data": ("tvgkit.lessons", "tvgkit.grounding"),
     "lessons": ("tvgkit.grounding",),
 }
-BASE = ("runtime", "config", "metrics", "errors", "viz", "notebooks")
+BASE = ("runtime", "config", "metrics", "errors", "viz", "notebooks", "experiments")
 
 
 @pytest.mark.parametrize("layer", sorted(LAYERS))
