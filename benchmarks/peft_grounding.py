@@ -1,21 +1,29 @@
 """PEFT methods on the grounding task with a pretrained text encoder: what each one trains, learns and costs.
 
-Each method (``tvgkit.lessons.peft``) is applied to the packaged pretrained all-MiniLM-L6-v2 (6 layers, hidden 384; the
-``encoder`` field says which encoder ran) inside the grounding model; the video projection, query gate, position
+Each method (``tvgkit.lessons.peft``) is applied to the packaged pretrained all-MiniLM-L6-v2 (6 layers, hidden 384;
+the ``encoder`` field says which encoder ran) inside the grounding model; the video projection, query gate, position
 embeddings and heads always train, at ``train.lr`` (notebook preset: 2e-3), the encoder's trainable parameters at the
-method's own rate (``ENCODER_LR``). Default size: notebook 05's rendered data (1,500 videos), the first
-``--train-queries`` training queries (1,000), batch 4, 2 epochs = **500 optimiser steps**, the checkpoint chosen on
-validation (298 queries, mIoU) and scored on the test split (593 queries), first template only
-(``model.prompt_ensemble=false``), 3 seeds, two runs side by side with one thread each.
+method's own rate (``ENCODER_LR``). All sizes use notebook 05's rendered data (1,500 videos), choose the checkpoint on
+validation (298 queries, mIoU), score it on the test split (593 queries) with the first template
+(``model.prompt_ensemble=false``), and run two processes side by side with one thread each:
+
+- ``cpu`` (default): the first 1,000 training queries, batch 4, 2 epochs = 500 optimiser steps. What a 2-core CPU
+  affords for nine methods (a MiniLM step costs about 20 random-BERT steps): about 30 minutes per seed. Measured:
+  at 2,000 training samples no method, full fine-tuning included, leaves the video-blind level, so this size
+  measures cost (parameters, seconds per step, memory), not which method learns best.
+- ``gpu``: all 4,453 training queries, batch 32, 4 epochs = 560 steps, the size at which the kit's random BERT
+  reaches R1@0.5 66 in notebook 05: the size that separates methods, for a CUDA GPU.
+- ``smoke``: 16 queries per split, a minute: plumbing only.
 
 Per method: trainable parameters of the encoder and of the whole model, test R1@0.5 / R1@0.7 / mIoU per seed and as
 mean and standard error, seconds per optimiser step and peak memory (CUDA: peak allocated; CPU: growth of the
 process's peak resident set during the run, read from ``/proc/self/status`` after resetting it through
 ``/proc/self/clear_refs``). Seconds per step are measured with two runs sharing the machine.
 
-    python benchmarks/peft_grounding.py                       # 9 methods x 3 seeds (about an hour on a 2-core CPU)
-    python benchmarks/peft_grounding.py --size smoke --seeds 1 --out /tmp/p.json     # a minute: plumbing only
-    python benchmarks/peft_grounding.py --methods full lora_qv --encoder random-bert
+    python benchmarks/peft_grounding.py                       # 9 methods x 3 seeds at the cpu size
+    python benchmarks/peft_grounding.py --size gpu --jobs 1   # on a GPU
+    python benchmarks/peft_grounding.py --size smoke --seeds 1 --out /tmp/p.json
+    python benchmarks/peft_grounding.py --from-rows runs/peft_grounding/rows.jsonl   # runs of a stopped invocation
 
 Results go to ``--out`` (default ``benchmarks/results/peft_grounding.json``, read by notebook 03).
 """
@@ -52,7 +60,8 @@ METHODS: dict[str, tuple[str, dict]] = {
 ENCODER_LR = {"full": 1e-4, "ptuning_v2": 5e-3, "prompt_tuning": 1e-2}
 DEFAULT_ENCODER_LR = 1e-3
 SIZES = {
-    "default": {"overrides": ["train.batch_size=4", "train.epochs=2"], "train_queries": 1000},
+    "cpu": {"overrides": ["train.batch_size=4", "train.epochs=2"], "train_queries": 1000},
+    "gpu": {"overrides": ["train.batch_size=32", "train.epochs=4"], "train_queries": None},
     "smoke": {"overrides": ["train.batch_size=4", "train.epochs=1"], "train_queries": 16, "eval_queries": 16},
 }
 METRICS = ("R1@0.5", "R1@0.7", "mIoU")
@@ -164,7 +173,7 @@ def collect(rows: list[dict], encoder: str) -> dict[str, dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--size", choices=sorted(SIZES), default="default")
+    parser.add_argument("--size", choices=sorted(SIZES), default="cpu")
     parser.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS))
     parser.add_argument(
         "--encoder", default=None, help="minilm (default when installed) or random-bert, or a local model folder"
