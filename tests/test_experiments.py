@@ -46,6 +46,7 @@ def test_summarise_groups_in_first_seen_order():
 def test_tables_show_mean_se_and_mark_only_real_differences():
     summary = ex.summarise(ROWS, "setting", ["x"])
     assert ex.summary_frame(summary, ["x"]).loc["a", "x"] == "20.0 ± 10.0"
+    assert ex.summary_frame({"a": {"x": ex.mean_se([7.0])}}, ["x"]).loc["a", "x"] == "7.0"  # one seed: no ±
     diff = ex.differences(summary, "b", ["x"])
     assert list(diff.index) == ["a"] and diff.loc["a", "x"] == "+18.0"  # 18 < 2 * hypot(10, 1): not marked
     sharp = {"b": {"x": {"mean": 2.0, "se": 0.1}}, "a": {"x": {"mean": 3.0, "se": 0.1}}}

@@ -132,10 +132,14 @@ def run_parallel(
 
 
 def summary_frame(summary: dict[str, dict[str, dict[str, float]]], figures: Sequence[str], digits: int = 1):
-    """A table of ``mean ± se`` strings, one row per group, one column per figure."""
-    cells = {
-        g: {f: f"{s[f]['mean']:.{digits}f} ± {s[f]['se']:.{digits}f}" for f in figures} for g, s in summary.items()
-    }
+    """A table of ``mean ± se`` strings, one row per group, one column per figure (the mean alone for one seed,
+    whose spread is unknown)."""
+
+    def cell(s: dict[str, float]) -> str:
+        mean = f"{s['mean']:.{digits}f}"
+        return mean if s.get("n", 2) < 2 else f"{mean} ± {s['se']:.{digits}f}"
+
+    cells = {g: {f: cell(s[f]) for f in figures} for g, s in summary.items()}
     return pd.DataFrame.from_dict(cells, orient="index")
 
 
