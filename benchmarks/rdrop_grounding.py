@@ -13,8 +13,7 @@ Each run records the chosen checkpoint's validation and test R1@0.5, R1@0.7 and 
 ``--train-queries`` training queries (``evaluate_run``), the train/validation gap (train minus validation), and the
 seconds it took. Seeds change the initialisation, the batch order and the dropout masks; the data are the same.
 
-    python benchmarks/rdrop_grounding.py                       # 2 heads x 2 settings x 3 seeds, 2 processes
-    python benchmarks/rdrop_grounding.py --set train.epochs=2  # the saved results: 280 steps, about 15 minutes
+    python benchmarks/rdrop_grounding.py                       # 2 heads x 2 settings x 3 seeds: about 30 minutes
     python benchmarks/rdrop_grounding.py --preset tiny --seeds 2 --jobs 1 --out /tmp/r.json   # smoke run
 
 The table (mean ± standard error over seeds) is printed; the runs, summary, size, seeds and machine go to ``--out``
