@@ -18,7 +18,9 @@ validation (298 queries, mIoU), score it on the test split (593 queries) with th
 Per method: trainable parameters of the encoder and of the whole model, test R1@0.5 / R1@0.7 / mIoU per seed and as
 mean and standard error, seconds per optimiser step and peak memory (CUDA: peak allocated; CPU: growth of the
 process's peak resident set during the run, read from ``/proc/self/status`` after resetting it through
-``/proc/self/clear_refs``). Seconds per step are measured with two runs sharing the machine.
+``/proc/self/clear_refs``). Seconds per step come twice: from the training runs (which share the machine with
+each other and with whatever else runs), and measured side by side in one process after them (``cost``: every
+method on the same batch, round-robin), whose ratio to full fine-tuning is the comparable figure.
 
     python benchmarks/peft_grounding.py                       # 9 methods x 3 seeds at the cpu size
     python benchmarks/peft_grounding.py --size gpu --jobs 1   # on a GPU
@@ -34,6 +36,7 @@ import argparse
 import dataclasses
 import importlib.util
 import json
+import statistics
 import time
 from pathlib import Path
 
@@ -65,6 +68,7 @@ SIZES = {
     "smoke": {"overrides": ["train.batch_size=4", "train.epochs=1"], "train_queries": 16, "eval_queries": 16},
 }
 METRICS = ("R1@0.5", "R1@0.7", "mIoU")
+COST_STEPS, COST_ROUNDS = 5, 3
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "peft_grounding.json"
 _SPLITS = None
 
@@ -108,21 +112,27 @@ def _load_splits(base: list[str], size: dict) -> None:
     _SPLITS = dataclasses.replace(splits, records={k: v[: cut.get(k)] for k, v in splits.records.items()})
 
 
-def run_one(name: str, seed: int, base: list[str]) -> dict:
-    """Train one (method, seed); its test metrics, parameter counts, seconds per step and peak memory."""
-    from tvgkit.grounding.build import build_model
+def _config(name: str, seed: int, base: list[str]):
+    """The notebook preset with method ``name``: its PEFT options (AdaLoRA's schedule from the run length) and rate."""
     from tvgkit.grounding.presets import preset
-    from tvgkit.grounding.train import train
 
     method, options = METHODS[name]
-    lr = ENCODER_LR.get(name, DEFAULT_ENCODER_LR)
     cfg = preset("notebook", [*base, f"name=peft_{name}_s{seed}", f"seed={seed}", f"text.peft={method}"])
-    cfg.train.encoder_lr = lr
+    cfg.train.encoder_lr = ENCODER_LR.get(name, DEFAULT_ENCODER_LR)
     options = dict(options)
     if method == "adalora":
         steps = cfg.train.epochs * -(-len(_SPLITS.records["train"]) // cfg.train.batch_size)
         options.update(total_step=steps, tinit=steps // 10, tfinal=steps // 5, deltaT=max(1, steps // 20))
     cfg.text.peft_options = options
+    return cfg
+
+
+def run_one(name: str, seed: int, base: list[str]) -> dict:
+    """Train one (method, seed); its test metrics, parameter counts, seconds per step and peak memory."""
+    from tvgkit.grounding.build import build_model
+    from tvgkit.grounding.train import train
+
+    cfg = _config(name, seed, base)
     model, _ = build_model(cfg, _SPLITS.records["train"], _SPLITS.features.dim)
     trainable, total = peft.count_parameters(model)
     encoder_trainable = peft.count_parameters(model.encoder)[0]
@@ -135,9 +145,9 @@ def run_one(name: str, seed: int, base: list[str]) -> dict:
     return {
         "method": name,
         "seed": seed,
-        "peft": method,
-        "options": options,
-        "encoder_lr": lr,
+        "peft": cfg.text.peft,
+        "options": cfg.text.peft_options,
+        "encoder_lr": cfg.train.encoder_lr,
         "encoder_trainable": encoder_trainable,
         "trainable": trainable,
         "total": total,
@@ -149,6 +159,33 @@ def run_one(name: str, seed: int, base: list[str]) -> dict:
         "peak_mb": _peak_mb(device, baseline),
         "device": device.type,
     }
+
+
+def cost(names: list[str], base: list[str]) -> dict[str, float]:
+    """Seconds per optimiser step of each method, measured side by side in this one process.
+
+    The training runs' own timings share the machine with whatever else runs, so they compare badly. Here every
+    method is built as for training (seed 0), takes one warm-up step, then ``COST_ROUNDS`` round-robin rounds of
+    ``COST_STEPS`` steps on its first training batch; the median round per method. Slow phases of the machine hit
+    every method alike, so the ratios hold even where the absolute seconds do not.
+    """
+    from tvgkit.grounding.build import build_run
+    from tvgkit.grounding.train import train_step
+
+    runs = {n: build_run(_config(n, 0, base), False, _SPLITS, None, None) for n in names}
+    batches = {n: next(iter(run.train_loader)) for n, run in runs.items()}
+    rounds: dict[str, list[float]] = {n: [] for n in names}
+    for n, run in runs.items():
+        train_step(run, batches[n])
+    for _ in range(COST_ROUNDS):
+        for n, run in runs.items():
+            tick = time.perf_counter()
+            for _ in range(COST_STEPS):
+                train_step(run, batches[n])
+            rounds[n].append((time.perf_counter() - tick) / COST_STEPS)
+    for run in runs.values():
+        run.log.close()
+    return {n: statistics.median(r) for n, r in rounds.items()}
 
 
 def collect(rows: list[dict], encoder: str) -> dict[str, dict]:
@@ -201,11 +238,15 @@ def main() -> None:
         rows_file.parent.mkdir(parents=True, exist_ok=True)
         rows = experiments.run_parallel(run_one, tasks, args.jobs, _load_splits, (base, size), rows_file)
     methods = collect(rows, encoder)
-    figures = [*METRICS, "s_per_step"]
+    seconds = cost(list(methods), base)
+    for name, method in methods.items():
+        method["cost"] = {"s_per_step": seconds[name], "vs_full": seconds[name] / seconds.get("full", float("nan"))}
     seeds = len({r["seed"] for r in rows})
     print(f"test, mean ± standard error over {seeds} seeds; {rows[0]['steps']} steps each")
-    table = experiments.summary_frame({m: r["summary"] for m, r in methods.items()}, figures, digits=2)
+    table = experiments.summary_frame({m: r["summary"] for m, r in methods.items()}, METRICS, digits=2)
     table.insert(0, "trainable", [r["trainable"] for r in methods.values()])
+    table["s/step side by side"] = [round(r["cost"]["s_per_step"], 3) for r in methods.values()]
+    table["time vs full"] = [round(r["cost"]["vs_full"], 2) for r in methods.values()]
     print(table.to_string())
     fields = {
         "size": args.size,
@@ -217,6 +258,7 @@ def main() -> None:
         "seeds": seeds,
         "encoder": encoder,
         "jobs": args.jobs,
+        "cost_steps": {"steps": COST_STEPS, "rounds": COST_ROUNDS},
         "methods": methods,
     }
     experiments.write_report(args.out, "benchmarks/peft_grounding.py", start, fields)
