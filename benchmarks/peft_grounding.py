@@ -24,7 +24,7 @@ method on the same batch, round-robin), whose ratio to full fine-tuning is the c
 
     python benchmarks/peft_grounding.py                       # 9 methods x 3 seeds at the cpu size
     python benchmarks/peft_grounding.py --size gpu --jobs 1   # on a GPU
-    python benchmarks/peft_grounding.py --size smoke --seeds 1 --out /tmp/p.json
+    python benchmarks/peft_grounding.py --size smoke --seeds 0 --out /tmp/p.json
     python benchmarks/peft_grounding.py --from-rows runs/peft_grounding/rows.jsonl   # runs of a stopped invocation
 
 Results go to ``--out`` (default ``benchmarks/results/peft_grounding.json``, read by notebook 03).
@@ -215,7 +215,7 @@ def main() -> None:
     parser.add_argument(
         "--encoder", default=None, help="minilm (default when installed) or random-bert, or a local model folder"
     )
-    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--jobs", type=int, default=2, help="runs in parallel, one thread each")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="more config overrides")
     parser.add_argument("--runs-dir", default="runs/peft_grounding")
@@ -230,7 +230,7 @@ def main() -> None:
     start = time.perf_counter()
     _load_splits(base, size)
     # Seed-major order: each seed's methods finish before the next seed starts, so a stopped run still has whole seeds.
-    tasks = [(name, seed, base) for seed in range(args.seeds) for name in args.methods]
+    tasks = [(name, seed, base) for seed in args.seeds for name in args.methods]
     if args.from_rows:
         rows = [json.loads(line) for line in args.from_rows.read_text().splitlines()]
     else:
