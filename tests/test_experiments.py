@@ -77,6 +77,7 @@ def test_describe_names_command_size_seeds_and_machine():
     line = ex.describe(report)
     assert line.startswith("python b.py\n500 steps per run, 3 seeds; ran on ")
     assert f"({report['machine']['cores']} cores)" in line and report["machine"]["date"] in line
+    assert "500 steps per run, 1 seed;" in ex.describe(report | {"seeds": 1})
     assert ex.where("x86_64, 2 CPUs") == "x86_64, 2 CPUs"  # results files written before machine() existed
 
 

@@ -85,7 +85,8 @@ def where(m: dict | str) -> str:
 
 def describe(report: dict) -> str:
     """How a results file was made: its command, then steps, seeds and the machine (from :func:`machine`)."""
-    size = f"{report['steps']} steps per run, {report['seeds']} seeds"
+    seeds = report["seeds"]
+    size = f"{report['steps']} steps per run, {seeds} seed{'' if seeds == 1 else 's'}"
     return f"{report['command']}\n{size}; ran on {where(report['machine'])}"
 
 
