@@ -161,15 +161,24 @@ def _optimisation(model: GroundingModel, opt: OptimConfig, steps_per_epoch: int,
 
 def build_model(cfg: RunConfig, train_records: list[Record], feature_dim: int, tokenizer_dir: Path | None = None):
     """(model, tokenizer): the text encoder (PEFT-wrapped as configured) inside the grounding model."""
-    from tvgkit.grounding.text import load_text_encoder
+    from tvgkit.grounding.text import FrozenTextFeatures, load_text_encoder, random_bert
 
     sentences = [r.query for r in train_records] + [fill_template(t, "") for t in cfg.model.templates]
     tokenizer, encoder = load_text_encoder(cfg.text, sentences, tokenizer_dir)
-    if cfg.text.peft != "full":
+    text = None
+    if cfg.text.two_stream:
+        if cfg.text.encoder == "random-bert" or cfg.text.peft != "full":
+            raise configs.ConfigError("text.two_stream needs a pretrained text.encoder and text.peft=full")
+        text = FrozenTextFeatures(encoder, cfg.text.hidden, tokenizer.pad_token_id)
+        encoder = random_bert(cfg.text, tokenizer)
+        # Never read: the fusion encoder gets the projected text features as input vectors. A one-row table instead
+        # of a vocabulary-sized one (MiniLM: 30,522 x hidden) that would count as parameters and never train.
+        encoder.set_input_embeddings(torch.nn.Embedding(1, cfg.text.hidden).requires_grad_(False))
+    elif cfg.text.peft != "full":
         from tvgkit.lessons import peft  # the peft library itself is imported only by the methods that need it
 
         encoder = peft.apply(encoder, cfg.text.peft, **cfg.text.peft_options)
-    model = GroundingModel(cfg.model, encoder, feature_dim, tokenizer.mask_token_id, cfg.data.max_clips)
+    model = GroundingModel(cfg.model, encoder, feature_dim, tokenizer.mask_token_id, cfg.data.max_clips, text)
     return model, tokenizer
 
 

@@ -81,14 +81,22 @@ class GroundingModel(nn.Module):
     """Prompt + video tokens through one encoder; a span head on the clips or a regression head on the masks."""
 
     def __init__(
-        self, cfg: ModelConfig, encoder: nn.Module, video_dim: int, mask_token_id: int, max_clips: int = 64
+        self,
+        cfg: ModelConfig,
+        encoder: nn.Module,
+        video_dim: int,
+        mask_token_id: int,
+        max_clips: int = 64,
+        text: nn.Module | None = None,
     ) -> None:
+        """``text`` maps prompt token ids to the encoder's input vectors; default the encoder's word embeddings (the
+        joint model), or a frozen pretrained encoder's projected features (the two-stream model)."""
         super().__init__()
         if cfg.head not in HEADS:
             raise ConfigError(f"model.head must be one of {', '.join(HEADS)}; got {cfg.head!r}")
         self.cfg = cfg
         self.encoder = encoder
-        self.word_embeddings = encoder.get_input_embeddings()
+        self.word_embeddings = text if text is not None else encoder.get_input_embeddings()
         hidden = self.word_embeddings.embedding_dim
         self.mask_token_id = mask_token_id
         self.register_buffer("feat_mean", torch.zeros(video_dim))

@@ -23,6 +23,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
+from torch import nn
+
 from tvgkit.data.synthetic import cache_root
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -44,6 +47,10 @@ class TextConfig:
     dropout: float = 0.0
     peft: str = "full"
     peft_options: dict = field(default_factory=dict)
+    # The field's usual way (VSLNet, Moment-DETR read precomputed text features): the pretrained ``encoder`` runs
+    # once per distinct prompt, frozen, and a small random BERT sized by ``layers``/``hidden``/... fuses its
+    # projected token features with the clips. False: the encoder itself reads prompt + clips (the joint model).
+    two_stream: bool = False
 
 
 def train_wordpiece(sentences: Iterable[str], vocab_size: int, folder: str | Path) -> Path:
@@ -150,3 +157,46 @@ def load_pretrained_encoder(folder: str | Path):
     from transformers import AutoModel
 
     return AutoModel.from_pretrained(str(folder), dtype=torch.float32)
+
+
+class FrozenTextFeatures(nn.Module):
+    """The text stream of the two-stream model: a frozen pretrained encoder's token features, projected.
+
+    Called like the word-embedding table it replaces (token ids [B, L] -> [B, L, hidden]), so the grounding model
+    needs nothing else changed. Each distinct prompt is encoded once (in eval mode: no dropout) and its features kept
+    in memory, float32, as precomputed text features are in VSLNet or Moment-DETR; only the projection trains.
+    """
+
+    def __init__(self, encoder: nn.Module, hidden: int, pad_token_id: int) -> None:
+        super().__init__()
+        self.encoder = encoder.eval().requires_grad_(False)
+        self.pad_token_id = pad_token_id
+        width = encoder.get_input_embeddings().embedding_dim
+        self.project = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, hidden))
+        self.embedding_dim = hidden
+        self.cache: dict[tuple[int, ...], torch.Tensor] = {}
+
+    def train(self, mode: bool = True) -> FrozenTextFeatures:
+        super().train(mode)
+        self.encoder.eval()  # frozen features: never dropout
+        return self
+
+    def features(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """The frozen encoder's last hidden states [B, L, width] (zeros at padding), from the cache where seen."""
+        keys = [tuple(row[row != self.pad_token_id].tolist()) for row in input_ids]
+        new = list(dict.fromkeys(k for k in keys if k not in self.cache))
+        if new:
+            ids = torch.full((len(new), max(map(len, new))), self.pad_token_id, device=input_ids.device)
+            for i, k in enumerate(new):
+                ids[i, : len(k)] = torch.tensor(k, device=input_ids.device)
+            with torch.no_grad():
+                states = self.encoder(input_ids=ids, attention_mask=(ids != self.pad_token_id).long())
+            for k, h in zip(new, states.last_hidden_state.float(), strict=True):
+                self.cache[k] = h[: len(k)]
+        out = input_ids.new_zeros((*input_ids.shape, self.cache[keys[0]].shape[-1]), dtype=torch.float32)
+        for i, k in enumerate(keys):
+            out[i, : len(k)] = self.cache[k]
+        return out
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.project(self.features(input_ids))
