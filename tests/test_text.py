@@ -2,6 +2,7 @@ import pytest
 import torch
 from transformers import AutoModel, AutoTokenizer, BertTokenizer
 
+from tvgkit.config import ConfigError
 from tvgkit.grounding.text import SPECIAL_TOKENS, TextConfig, load_text_encoder, minilm_folder, train_wordpiece
 
 SENTENCES = ["The red ball slides left.", "a red square grows", "the blue ball grows", "a green triangle rises"]
@@ -60,3 +61,15 @@ def test_a_float16_checkpoint_loads_as_float32_with_its_exact_values(minilm_half
     for name, p in params.items():
         assert torch.equal(p.detach(), weights[name].float()), name
     assert tokenizer.tokenize("the red ball") == ["the", "red", "ball"]
+
+
+def test_init_random_keeps_the_architecture_and_tokenizer_with_fresh_float32_weights(minilm_half):
+    folder, weights = minilm_half
+    tokenizer, twin = load_text_encoder(TextConfig(encoder=str(folder), init="random"))
+    params = dict(twin.named_parameters())
+    assert {n: p.shape for n, p in params.items()} == {n: w.shape for n, w in weights.items()}
+    assert {p.dtype for p in params.values()} == {torch.float32} and len(tokenizer) == 30_522
+    word = "embeddings.word_embeddings.weight"
+    assert not torch.allclose(params[word], weights[word].float(), atol=1e-2)
+    with pytest.raises(ConfigError, match="text.init"):
+        load_text_encoder(TextConfig(encoder=str(folder), init="xavier"))

@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from tvgkit.config import ConfigError
 from tvgkit.data.synthetic import cache_root
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -51,6 +52,9 @@ class TextConfig:
     # once per distinct prompt, frozen, and a small random BERT sized by ``layers``/``hidden``/... fuses its
     # projected token features with the clips. False: the encoder itself reads prompt + clips (the joint model).
     two_stream: bool = False
+    # "random": a hub id's or folder's architecture with fresh weights (its tokenizer kept): the twin that tells
+    # what the pretrained weights themselves contribute.
+    init: str = "pretrained"
 
 
 def train_wordpiece(sentences: Iterable[str], vocab_size: int, folder: str | Path) -> Path:
@@ -132,7 +136,7 @@ def load_text_encoder(cfg: TextConfig, sentences: Sequence[str] = (), tokenizer_
     For ``random-bert`` the WordPiece vocabulary is trained on ``sentences`` (queries + prompts), or read from
     ``tokenizer_dir`` (a run folder's saved tokenizer) when given.
     """
-    from transformers import AutoTokenizer, BertTokenizer
+    from transformers import AutoModel, AutoTokenizer, BertTokenizer
 
     if cfg.encoder == "random-bert":
         if tokenizer_dir is not None:
@@ -143,6 +147,13 @@ def load_text_encoder(cfg: TextConfig, sentences: Sequence[str] = (), tokenizer_
             raise ValueError("random-bert needs the sentences (queries + prompts) to train its vocabulary")
         return tokenizer, random_bert(cfg, tokenizer)
     folder = str(minilm_folder()) if cfg.encoder == "minilm" else cfg.encoder
+    if cfg.init not in ("pretrained", "random"):
+        raise ConfigError(f"text.init must be 'pretrained' or 'random'; got {cfg.init!r}")
+    if cfg.init == "random":
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(folder)
+        return AutoTokenizer.from_pretrained(folder), AutoModel.from_config(config, dtype=torch.float32)
     return AutoTokenizer.from_pretrained(folder), load_pretrained_encoder(folder)
 
 
