@@ -27,7 +27,9 @@ method on the same batch, round-robin), whose ratio to full fine-tuning is the c
     python benchmarks/peft_grounding.py --size smoke --seeds 0 --out /tmp/p.json
     python benchmarks/peft_grounding.py --from-rows runs/peft_grounding/rows.jsonl   # runs of a stopped invocation
 
-Results go to ``--out`` (default ``benchmarks/results/peft_grounding.json``, read by notebook 03).
+Results go to ``--out``; by default the cpu size to ``benchmarks/results/peft_grounding.json`` and the gpu size to
+``benchmarks/results/peft_grounding_gpu.json`` (its record: one H200, 2026-12-04, see its ``note``); notebook 03
+reads both. The smoke size needs ``--out``.
 """
 
 from __future__ import annotations
@@ -69,7 +71,9 @@ SIZES = {
 }
 METRICS = ("R1@0.5", "R1@0.7", "mIoU")
 COST_STEPS, COST_ROUNDS = 5, 3
-DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "peft_grounding.json"
+RESULTS = Path(__file__).resolve().parent / "results"
+#: Where each size's record goes unless ``--out`` says otherwise; notebook 03 reads the cpu and gpu records.
+DEFAULT_OUT = {"cpu": RESULTS / "peft_grounding.json", "gpu": RESULTS / "peft_grounding_gpu.json"}
 _SPLITS = None
 
 
@@ -219,9 +223,12 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2, help="runs in parallel, one thread each")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="more config overrides")
     parser.add_argument("--runs-dir", default="runs/peft_grounding")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--out", type=Path, help="default: results/peft_grounding.json, gpu size: ..._gpu.json")
     parser.add_argument("--from-rows", type=Path, help="summarise the rows.jsonl of an earlier (stopped) invocation")
     args = parser.parse_args()
+    out = args.out or DEFAULT_OUT.get(args.size)
+    if out is None:
+        parser.error(f"--size {args.size} has no default results file: pass --out")
     encoder = args.encoder or ("minilm" if importlib.util.find_spec("all_minilm_l6_v2") else "random-bert")
     size = SIZES[args.size]
     base = [*size["overrides"], "model.prompt_ensemble=false", f"text.encoder={encoder}", "train.threads=1"]
@@ -261,7 +268,7 @@ def main() -> None:
         "cost_steps": {"steps": COST_STEPS, "rounds": COST_ROUNDS},
         "methods": methods,
     }
-    experiments.write_report(args.out, "benchmarks/peft_grounding.py", start, fields)
+    experiments.write_report(out, "benchmarks/peft_grounding.py", start, fields)
 
 
 if __name__ == "__main__":
