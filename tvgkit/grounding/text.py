@@ -176,6 +176,9 @@ class FrozenTextFeatures(nn.Module):
     Called like the word-embedding table it replaces (token ids [B, L] -> [B, L, hidden]), so the grounding model
     needs nothing else changed. Each distinct prompt is encoded once (in eval mode: no dropout) and its features kept
     in memory, float32, as precomputed text features are in VSLNet or Moment-DETR; only the projection trains.
+    The cache lives on the model's device and holds distinct prompts x tokens x width x 4 bytes: with MiniLM and
+    prompts of about 24 tokens, about 160 MB for notebook 05's 1,459 distinct training queries in 3 templates, about
+    1.3 GB for 12,000.
     """
 
     def __init__(self, encoder: nn.Module, hidden: int, pad_token_id: int) -> None:
