@@ -164,7 +164,6 @@ def load_pretrained_encoder(folder: str | Path):
     and float16 AdamW states (updates below float16's resolution vanish). The weights that train stay float32;
     mixed precision is the trainer's autocast, not the storage dtype.
     """
-    import torch
     from transformers import AutoModel
 
     return AutoModel.from_pretrained(str(folder), dtype=torch.float32)
