@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from tvgkit import config
-from tvgkit.grounding.dataset import Collate, loader
+from tvgkit.grounding.dataset import Batches, loader, whole_batch
 from tvgkit.grounding.presets import PRESETS, RunConfig
 from tvgkit.grounding.splits import Splits, load_splits
 from tvgkit.grounding.train import train
@@ -77,10 +77,10 @@ def test_the_guard_stops_a_run_with_nan_features_and_keeps_the_last_good_weights
 def test_the_audit_refuses_a_shuffling_evaluation_loader_unless_switched_off(setting, monkeypatch):
     splits = setting[2]
 
-    def shuffled_like_training(dataset, batch_size, train, pad_id, seed=0, rank=0, replicas=1):  # the seeds' bug
+    def shuffled_like_training(dataset, batch_size, train, pad_id, seed=0, rank=0, replicas=1, device=None):  # seeds
         if train:
-            return loader(dataset, batch_size, train, pad_id, seed, rank, replicas)
-        return DataLoader(dataset, batch_size=batch_size, shuffle=True, collate_fn=Collate(pad_id, train))
+            return loader(dataset, batch_size, train, pad_id, seed, rank, replicas, device)
+        return DataLoader(Batches(dataset, pad_id, train), batch_size=batch_size, shuffle=True, collate_fn=whole_batch)
 
     monkeypatch.setattr("tvgkit.grounding.build.loader", shuffled_like_training)
     with pytest.raises(LoaderAuditError, match="shuffles"):
