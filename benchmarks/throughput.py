@@ -10,7 +10,9 @@ exactly as ``tvgkit train`` does, in a fresh process: ``--warmup`` steps, then `
 stops after a device synchronisation), then the run is abandoned. With ``--against DIR`` (another checkout of the
 kit, e.g. ``git worktree add /tmp/before HEAD~3``) every variant also runs with that tree's code, interleaved with
 this one's ``--repeats`` times, so that load from other processes falls on both alike; the ratio is after/before.
-Prints a table, then one JSON object as the last line.
+Two clocks: wall time (what a user waits) and the process's CPU time (``time.process_time``: on a machine shared
+with other jobs, the proxy's host work without the time it waited for a core; the proxy runs one thread, so CPU time
+is its work). Prints a table, then one JSON object as the last line.
 
     PYTHONPATH=. python benchmarks/throughput.py [--steps 150] [--against DIR] [--variants proxy-guard ...]
 """
@@ -40,6 +42,9 @@ VARIANTS: dict[str, list[str]] = {
 }
 
 
+CLOCKS = ("steps_per_s", "steps_per_cpu_s")
+
+
 class _Done(Exception):
     """Raised from the step callback once the timed steps are done: the run is abandoned there."""
 
@@ -60,7 +65,7 @@ def measure(overrides: list[str], steps: int, warmup: int) -> dict:
             if step in (warmup, warmup + steps):
                 if torch.cuda.is_available():
                     torch.cuda.synchronize()
-                clock[str(step)] = time.perf_counter()
+                clock[f"wall{step}"], clock[f"cpu{step}"] = time.perf_counter(), time.process_time()
             if step == warmup + steps:
                 raise _Done
 
@@ -70,11 +75,13 @@ def measure(overrides: list[str], steps: int, warmup: int) -> dict:
             pass
         else:
             raise SystemExit(f"the run ended before {warmup + steps} steps: ask for fewer (--steps, --warmup)")
-    seconds = clock[str(warmup + steps)] - clock[str(warmup)]
+    seconds = clock[f"wall{warmup + steps}"] - clock[f"wall{warmup}"]
+    cpu_seconds = clock[f"cpu{warmup + steps}"] - clock[f"cpu{warmup}"]
     device = "cuda" if torch.cuda.is_available() else "cpu"
     return {
         "steps_per_s": round(steps / seconds, 2),
         "samples_per_s": round(steps * cfg.train.batch_size / seconds, 1),
+        "steps_per_cpu_s": round(steps / cpu_seconds, 2),
         "batch_size": cfg.train.batch_size,
         "device": device,
         "threads": torch.get_num_threads(),
@@ -113,14 +120,22 @@ def main() -> None:
                 runs[tree].append(run_variant(source, name, args.steps, args.warmup))
         row = {"variant": name, "overrides": VARIANTS[name]}
         for tree, measured in runs.items():
-            row[tree] = {**measured[0], "steps_per_s": statistics.median(m["steps_per_s"] for m in measured)}
+            row[tree] = {**measured[0], **{k: statistics.median(m[k] for m in measured) for k in CLOCKS}}
             row[tree]["samples_per_s"] = round(row[tree]["steps_per_s"] * measured[0]["batch_size"], 1)
         if "before" in row:
-            row["ratio"] = round(row["after"]["steps_per_s"] / row["before"]["steps_per_s"], 2)
+            row["ratio"] = {k: round(row["after"][k] / row["before"][k], 2) for k in CLOCKS}
         rows.append(row)
-        cells = "  ".join(f"{tree} {row[tree]['steps_per_s']:7.2f} steps/s {row[tree]['samples_per_s']:8.1f} samples/s"
-                          for tree in trees)
-        print(f"{name:15s} {cells}" + (f"  after/before {row['ratio']:.2f}x" if "ratio" in row else ""), flush=True)
+        cells = "  ".join(
+            f"{tree} {row[tree]['steps_per_s']:6.2f} steps/s ({row[tree]['steps_per_cpu_s']:6.2f}/cpu-s) "
+            f"{row[tree]['samples_per_s']:7.1f} samples/s"
+            for tree in trees
+        )
+        ratio = row.get("ratio")
+        print(
+            f"{name:14s} {cells}"
+            + (f"  after/before {ratio['steps_per_s']:.2f}x ({ratio['steps_per_cpu_s']:.2f}x)" if ratio else ""),
+            flush=True,
+        )
     print(json.dumps({"steps": args.steps, "warmup": args.warmup, "repeats": args.repeats, "rows": rows}))
 
 

@@ -72,11 +72,18 @@ class RunConfig:
     train: OptimConfig = field(default_factory=OptimConfig)
 
 
-#: Named override lists: ``tiny`` for tests; ``notebook`` for notebook 05 (half the videos, a 2-layer encoder and
-#: four epochs, so that the notebook trains two models in about two minutes with rendering included; one thread,
-#: so its printed metrics repeat on any machine of the kind); ``full`` for a GPU or a long CPU run. No preset is the
-#: ``tvgkit train`` quick default (3000 videos, 5 epochs).
+#: Named override lists: ``quick`` (no overrides: the ``tvgkit train`` default on a CPU, 3000 videos, 5 epochs of
+#: batch 32); ``gpu`` (what ``tvgkit train`` picks where CUDA is present: the same data in batches of 256, so that
+#: a GPU has work per step, with the rate, warmup and epochs adapted); ``tiny`` for tests; ``notebook`` for notebook
+#: 05 (half the videos, a 2-layer encoder and four epochs, so that the notebook trains two models in about two
+#: minutes with rendering included; one thread, so its printed metrics repeat on any machine of the kind); ``full``
+#: for a GPU or a long CPU run.
 PRESETS: dict[str, list[str]] = {
+    "quick": [],
+    # Batch 256 at the quick default's rate and 5 epochs is 175 steps: too few (test R1@0.5 52.7 on an H200). Measured
+    # on the CPU (same arithmetic, seed 0): lr 3e-3 (about sqrt(8) times 1e-3), warmup 10%, 20 epochs (700 steps)
+    # reach test R1@0.5 82.4 / R1@0.7 70.8 / mIoU 74.4, against the quick default's 80.3 / 68.8 / 73.2.
+    "gpu": ["name=gpu", "train.batch_size=256", "train.lr=3e-3", "train.warmup_ratio=0.1", "train.epochs=20"],
     "tiny": [
         "data.synth.n_train=12",
         "data.synth.n_val=4",
