@@ -112,7 +112,8 @@ def train_epoch(run: Run, bar, on_step: Callable[[int, int], None] | None, stop_
         run.seen += len(batch["span"]) * run.world.size
         run.train_time += time.perf_counter() - tick
         bar.update()
-        if run.step % run.opt.log_every == 0 or run.step == run.total:
+        logged = run.step % run.opt.log_every == 0 or run.step == run.total
+        if logged:
             values = {"loss": loss.detach(), "grad_norm": grad_norm, **({} if term is None else {"rdrop_term": term})}
             entry = {"step": run.step, "epoch": run.epoch, **on_host(values)}  # one transfer, not one sync each
             entry["lr"] = run.scheduler.get_last_lr()[0]
@@ -121,7 +122,8 @@ def train_epoch(run: Run, bar, on_step: Callable[[int, int], None] | None, stop_
             bar.set_postfix(loss=f"{entry['loss']:.3f}")
         if on_step is not None:
             on_step(run.step, run.epoch)
-        if distributed.any_rank(stop_requested()):
+        # Under torchrun, asking the other ranks is an all-reduce (a sync on GPUs): then only at logged steps.
+        if (logged or run.world.size == 1) and distributed.any_rank(stop_requested()):
             interrupt(run)
         if run.opt.checkpoint_every and run.step % run.opt.checkpoint_every == 0:
             save_last(run)
