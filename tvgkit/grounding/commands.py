@@ -24,17 +24,21 @@ class SkippedRunWarning(UserWarning):
 
 @contextlib.contextmanager
 def warning_lines(command: str, *categories: type[Warning]) -> Iterator[None]:
-    """Print warnings of ``categories`` raised inside as ``tvgkit COMMAND: warning: ...`` lines on stderr (a user
-    reads one line, not Python's file-and-line header); other warnings pass on unchanged."""
-    with warnings.catch_warnings(record=True) as caught:
+    """Show warnings of ``categories`` raised inside as ``tvgkit COMMAND: warning: ...`` lines on stderr, when they
+    happen (a user reads one line, not Python's file-and-line header); other warnings are shown as before."""
+    with warnings.catch_warnings():
+        shown_before = warnings.showwarning
+
+        def show(message, category, filename, lineno, file=None, line=None) -> None:
+            if issubclass(category, categories):
+                print(f"tvgkit {command}: warning: {message}", file=sys.stderr)
+            else:
+                shown_before(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = show
         for category in categories:
             warnings.simplefilter("always", category)
         yield
-    for warning in caught:
-        if issubclass(warning.category, categories):
-            print(f"tvgkit {command}: warning: {warning.message}", file=sys.stderr)
-        else:
-            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
 
 
 def _json_line(obj: dict) -> None:
@@ -57,6 +61,7 @@ def _train(args: argparse.Namespace, main: bool) -> int:
     from tvgkit import config
     from tvgkit.grounding.checkpoint import Interrupted
     from tvgkit.grounding.presets import RunConfig
+    from tvgkit.grounding.splits import SplitWarning
     from tvgkit.grounding.train import train
     from tvgkit.lessons.diagnostics import NonFiniteError
 
@@ -69,7 +74,8 @@ def _train(args: argparse.Namespace, main: bool) -> int:
             print(QUICK_NOTE)
         cfg = config.load(RunConfig, args.config, args.set or [])
     try:
-        result = train(cfg, progress=not args.quiet, resume=args.resume)
+        with warning_lines("train", SplitWarning):
+            result = train(cfg, progress=not args.quiet, resume=args.resume)
     except Interrupted as stop:
         if main:
             print(f"tvgkit train: {stop}", file=sys.stderr)
@@ -120,8 +126,10 @@ def baselines(args: argparse.Namespace) -> int:
 
 def evaluate(args: argparse.Namespace) -> int:
     from tvgkit.grounding.evaluate import evaluate_run
+    from tvgkit.grounding.splits import SplitWarning
 
-    metrics = evaluate_run(args.run_dir, args.split)
+    with warning_lines("eval", SplitWarning):
+        metrics = evaluate_run(args.run_dir, args.split)
     if args.json:
         _json_line({"run": str(args.run_dir), "split": args.split, **metrics})
     else:
