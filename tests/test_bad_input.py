@@ -570,6 +570,20 @@ def test_extract_refuses_one_file_for_two_outputs(tmp_path, capsys) -> None:
     assert _snapshot(tmp_path) == before
 
 
+def test_extract_refuses_a_folder_as_output_before_reading(tmp_path, capsys) -> None:
+    (tmp_path / "out").mkdir()
+    line = _cli_error(["extract", str(tmp_path / "absent.mp4"), "--out", str(tmp_path / "out"), "--quiet"], capsys)
+    assert line == f"tvgkit extract: error: --out {tmp_path / 'out'} is a folder; give a file name in it"
+    assert [p.name for p in tmp_path.iterdir()] == ["out"] and not any((tmp_path / "out").iterdir())
+
+
+def test_runs_on_a_file_is_one_line(tmp_path, capsys) -> None:
+    (tmp_path / "runs").write_text("")
+    line = _cli_error(["runs", str(tmp_path / "runs")], capsys)
+    reason = "not a folder (tvgkit runs reads the folder holding the run folders)"
+    assert line == f"tvgkit runs: error: {tmp_path / 'runs'}: {reason}"
+
+
 def test_the_guards_stop_is_one_line_naming_step_module_and_last_good_weights(data, capsys) -> None:
     """Features of float32-max magnitude: finite, so accepted, but their statistics overflow; the guard stops the
     first step, and ``tvgkit train`` says so in one line (not a traceback with exit status 1)."""

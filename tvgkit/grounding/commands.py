@@ -216,6 +216,8 @@ def _refuse_overwriting(inputs: list[str], outputs: dict[str, str | None]) -> No
     is refused before anything is read or written."""
     named = [(flag, Path(path)) for flag, path in outputs.items() if path]
     for i, (flag, out) in enumerate(named):
+        if out.is_dir():
+            raise InputError(f"{flag} {out} is a folder; give a file name in it")
         for video in inputs:
             if _same_file(out, Path(video)):
                 raise InputError(f"{flag} {out} is the input video {video}: it would be overwritten; write elsewhere")
@@ -292,6 +294,8 @@ def _run_row(metrics_file: Path) -> tuple[dict, dict]:
 
 
 def runs(args: argparse.Namespace) -> int:
+    if Path(args.runs_dir).exists() and not Path(args.runs_dir).is_dir():
+        raise InputError(f"{args.runs_dir}: not a folder (tvgkit runs reads the folder holding the run folders)")
     with warning_lines("runs", SkippedRunWarning):
         table = runs_table(args.runs_dir)
     if table.empty:
