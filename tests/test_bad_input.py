@@ -458,6 +458,12 @@ CONFIG_CASES = {
     ),
     "unknown-dataset": (None, ["data.dataset=kinetics"], r"data\.dataset must be 'synthetic' or 'files'"),
     "unknown-peft-method": ("<files>", ["text.peft=lora2"], r"text\.peft: unknown PEFT method 'lora2'"),
+    "text-encoder-folder-without-a-model": (
+        "<files>",
+        ["text.encoder=<data>"],
+        r"text\.encoder = '\S+': must be random-bert, minilm, a folder holding a model and its tokenizer, or a hub id "
+        r"in the local cache \(",
+    ),
 }
 
 
@@ -474,7 +480,7 @@ def test_bad_configs_name_the_key(data, case, capsys) -> None:
     elif text is not None:
         path = data / "c.yaml"
         path.write_text(text)
-    sets = [*sets, f"runs_dir={data / 'runs'}"]
+    sets = [*(s.replace("<data>", str(data)) for s in sets), f"runs_dir={data / 'runs'}"]
     _train_both_ways(data, sets, ConfigError, pattern, capsys, config_file=path)
 
 
@@ -501,6 +507,9 @@ RANGE_CASES = {
     "text.hidden=31": "text.hidden = 31: must be a multiple of text.heads (2)",
     "text.dropout=1": "text.dropout = 1.0: must be in [0, 1)",
     "model.giou_weight=-1": "model.giou_weight = -1.0: must be >= 0",
+    "model.head=spans": "model.head = 'spans': must be one of span, regression, regression-mlp",
+    "train.select_metric=R1": "train.select_metric = 'R1': must be one of R1@0.1, R1@0.3, R1@0.5, R1@0.7, mIoU",
+    "train.rdrop_kind=js": "train.rdrop_kind = 'js': must be one of kl, mse, l1, smooth_l1",
     "data.synth.fps=0": "data.synth.fps = 0.0: must be > 0",
     "data.synth.duration_min=50": "data.synth.duration_min = 50.0: must be <= data.synth.duration_max (12.0)",
     "data.synth.duration_min=true": "data.synth.duration_min: expected float, got True",

@@ -88,6 +88,7 @@ class Ranged:
     low: float = 1.0
     high: float = 2.0
     free: float = 0.0  # no declared range: any finite number
+    kind: str = field(default="a", metadata=cfg.one_of("a", "b"))
 
     CHECKS: ClassVar[tuple[cfg.Rule, ...]] = (cfg.not_above("low", "high"),)
 
@@ -110,6 +111,7 @@ class Outer:
         ("optional_rate", 3e-4),
         ("low", 2.0),  # equal to high: allowed
         ("free", -1e30),
+        ("kind", "b"),
     ],
 )
 def test_a_value_on_the_boundary_or_inside_is_accepted(key, value):
@@ -133,6 +135,7 @@ def test_a_value_on_the_boundary_or_inside_is_accepted(key, value):
         ("low", 2.5, "low = 2.5: must be <= high (2.0)"),
         ("count", True, "count: expected int, got True"),
         ("rate", False, "rate: expected float, got False"),
+        ("kind", "c", "kind = 'c': must be one of a, b"),
     ],
 )
 def test_a_value_out_of_range_names_key_value_and_range(key, value, message):

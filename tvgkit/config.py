@@ -71,6 +71,11 @@ def between(low: float, high: float, high_open: bool = False) -> dict[str, Range
     return {"range": Range(low, high, high_open=high_open)}
 
 
+def one_of(*choices: Any) -> dict[str, tuple]:
+    """Field metadata: one of ``choices`` (a name the code looks up later: a metric, a loss)."""
+    return {"choices": choices}
+
+
 @dataclass(frozen=True)
 class Rule:
     """A relation between fields, checked once they are all set: ``key`` is the field the error names, ``must``
@@ -88,12 +93,15 @@ def not_above(low: str, high: str) -> Rule:
 
 
 def _check(value: Any, spec: dataclasses.Field, key: str) -> None:
-    """Refuse a non-finite float anywhere, and a number outside its field's declared range."""
+    """Refuse a non-finite float anywhere, a number outside its field's declared range, a value not of its choices."""
     if isinstance(value, float) and not math.isfinite(value):
         raise ConfigError(f"{key} = {value!r}: must be a finite number {spec.metadata.get('range', '')}".rstrip())
     bounds = spec.metadata.get("range")
     if bounds is not None and value is not None and value not in bounds:
         raise ConfigError(f"{key} = {value!r}: must be {bounds}")
+    choices = spec.metadata.get("choices")
+    if choices is not None and value not in choices:
+        raise ConfigError(f"{key} = {value!r}: must be one of {', '.join(map(str, choices))}")
 
 
 def check_rules(config: Any, prefix: str = "") -> None:

@@ -7,7 +7,7 @@ field's pipelines apply (2D-TAN, VSLNet, lighthouse), made explicit:
 * a window's end past the video's duration is clipped to the duration (``n_clipped_end``);
 * a negative start is clipped to 0 (``n_clipped_start``);
 * a window with ``start >= end`` after clipping is dropped; a record left with no window is dropped (``n_dropped``);
-  each dropped window is counted by why: given reversed, of zero length, or starting at or past the duration;
+  each dropped window is counted by why: given reversed, of zero length, or outside ``[0, duration]``;
 * a ``qid`` already seen in the file is renamed ``qid#2``, ``qid#3``, ... (``n_renamed_qids``, with examples): results
   per query would otherwise be ambiguous;
 * a boolean where a number belongs (``"duration": true``) is an error, not the number 1.

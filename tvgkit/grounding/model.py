@@ -54,7 +54,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tvgkit.config import ConfigError, at_least
+from tvgkit.config import ConfigError, at_least, one_of
 
 VIDEO_POSITION_OFFSET = 96  # prompts are shorter than this; clips take positions 96, 97, ...
 TEMPLATES = [
@@ -67,7 +67,7 @@ HEADS = ("span", "regression", "regression-mlp")
 
 @dataclass
 class ModelConfig:
-    head: str = "span"
+    head: str = field(default="span", metadata=one_of(*HEADS))
     templates: list[str] = field(default_factory=lambda: list(TEMPLATES))
     prompt_ensemble: bool = True
     giou_weight: float = field(default=1.0, metadata=at_least(0))

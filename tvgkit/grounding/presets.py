@@ -10,10 +10,12 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from tvgkit import config as configs
-from tvgkit.config import Rule, at_least, between, positive
+from tvgkit.config import Rule, at_least, between, one_of, positive
 from tvgkit.data.synthetic import SynthConfig
 from tvgkit.grounding.model import VIDEO_POSITION_OFFSET, ModelConfig
 from tvgkit.grounding.text import RANDOM_BERT_POSITIONS, TextConfig
+from tvgkit.lessons.rdrop import KINDS as RDROP_KINDS
+from tvgkit.metrics import METRIC_KEYS
 
 ONE_FOLDER = "one folder name (no '/', '\\', '..'; not empty)"
 # Clips take the text encoder's positions from VIDEO_POSITION_OFFSET on; the small BERT has only so many.
@@ -56,10 +58,10 @@ class OptimConfig:
     weight_decay: float = field(default=0.01, metadata=at_least(0))
     warmup_ratio: float = field(default=0.05, metadata=between(0, 1, high_open=True))
     clip_grad: float = field(default=1.0, metadata=positive())  # the largest gradient norm
-    select_metric: str = "mIoU"
+    select_metric: str = field(default="mIoU", metadata=one_of(*METRIC_KEYS))  # a validation metric
     query_blind: bool = False
     rdrop_alpha: float = field(default=0.0, metadata=at_least(0))
-    rdrop_kind: str = "mse"
+    rdrop_kind: str = field(default="mse", metadata=one_of(*RDROP_KINDS))
     device: str | None = None
     threads: int | None = field(default=None, metadata=at_least(1))
     log_every: int = field(default=10, metadata=at_least(1))
@@ -146,3 +148,4 @@ PRESETS: dict[str, list[str]] = {
 def preset(name: str, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
     """The config of a named preset (see :data:`PRESETS`), with further ``key=value`` overrides."""
     return configs.load(RunConfig, None, [*PRESETS[name], *overrides])
+

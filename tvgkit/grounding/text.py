@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
-from tvgkit.config import Rule, at_least, between
+from tvgkit.config import ConfigError, Rule, at_least, between
 from tvgkit.data.synthetic import cache_root
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -147,4 +147,11 @@ def load_text_encoder(cfg: TextConfig, sentences: Sequence[str] = (), tokenizer_
             raise ValueError("random-bert needs the sentences (queries + prompts) to train its vocabulary")
         return tokenizer, random_bert(cfg, tokenizer)
     folder = str(minilm_folder()) if cfg.encoder == "minilm" else cfg.encoder
-    return AutoTokenizer.from_pretrained(folder), AutoModel.from_pretrained(folder)
+    try:
+        return AutoTokenizer.from_pretrained(folder), AutoModel.from_pretrained(folder)
+    except (OSError, ValueError) as err:  # no such folder or hub id offline, or a folder without a usable tokenizer
+        reason = str(err).strip().splitlines()[0]
+        raise ConfigError(
+            f"text.encoder = {cfg.encoder!r}: must be random-bert, minilm, a folder holding a model and its tokenizer, "
+            f"or a hub id in the local cache ({reason})"
+        ) from None
