@@ -593,6 +593,15 @@ def test_runs_on_a_file_is_one_line(tmp_path, capsys) -> None:
     assert line == f"tvgkit runs: error: {tmp_path / 'runs'}: {reason}"
 
 
+def test_a_run_name_set_in_python_cannot_leave_runs_dir(data) -> None:
+    """A config built in Python skips the loader's checks; the run folder itself is still refused outside runs_dir."""
+    cfg = config.load(RunConfig, None, _files_sets(data))
+    cfg.name = "../outside"
+    with pytest.raises(ConfigError, match=r"^name = '\.\./outside': must be one folder name"):
+        train(cfg, progress=False)
+    assert not (data / "outside").exists() and not (data / "runs").exists()
+
+
 def test_the_guards_stop_is_one_line_naming_step_module_and_last_good_weights(data, capsys) -> None:
     """Features of float32-max magnitude: finite, so accepted, but their statistics overflow; the guard stops the
     first step, and ``tvgkit train`` says so in one line (not a traceback with exit status 1)."""

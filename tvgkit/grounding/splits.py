@@ -51,7 +51,8 @@ def load_splits(cfg: DataConfig, progress: bool = True) -> Splits:
         records[split], report = read_annotations(path, cfg.durations)
         if cfg.dataset == "files" and say:  # one's own annotations: show what the clean-up repaired or dropped
             print(report.summary())
-    _warn_if_same_as_train(records, paths)
+    if say:
+        _warn_if_same_as_train(records, paths)
     store = open_features(features)
     records, coverage = check_coverage(store, records, cfg.feature_dim, cfg.skip_missing_features)
     if coverage.n_skipped and say:
