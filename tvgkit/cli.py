@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 DATASETS = ("synthetic", "charades-sta", "activitynet", "tacos")
 #: Path errors a user can fix; their messages name the path.
-PATH_ERRORS = (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
+PATH_ERRORS = (FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError, PermissionError)
 
 
 def _add_baselines(sub: argparse._SubParsersAction) -> None:

@@ -23,7 +23,7 @@ from tvgkit.grounding import distributed
 from tvgkit.grounding.dataset import GroundingDataset, feature_stats, fill_template, loader
 from tvgkit.grounding.model import GroundingModel
 from tvgkit.grounding.objective import replay
-from tvgkit.grounding.presets import OptimConfig, RunConfig
+from tvgkit.grounding.presets import OptimConfig, RunConfig, check_run_name
 from tvgkit.grounding.resume import keep_last_good, restore_last
 from tvgkit.grounding.runlog import RunLog
 from tvgkit.grounding.splits import Splits, feature_backbone, load_splits
@@ -243,7 +243,7 @@ def _new_run_dir(cfg: RunConfig, tokenizer, world: distributed.World) -> Path:
 
 
 def _unique_dir(root: Path, name: str) -> Path:
-    path, k = root / name, 2
+    path, k = root / check_run_name(name), 2
     while path.exists():
         path, k = root / f"{name}-{k}", k + 1
     return path

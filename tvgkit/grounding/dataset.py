@@ -118,7 +118,10 @@ class GroundingDataset(Dataset):
 def feature_stats(dataset: GroundingDataset) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean and standard deviation of the clip features over the dataset's videos (for standardisation)."""
     stacked = np.concatenate(list(dataset.videos.values()))
-    return torch.from_numpy(stacked.mean(0)), torch.from_numpy(stacked.std(0))
+    # Features near float32's limit overflow to inf here without a traceback: the trainer's guard then stops the
+    # first step naming the input of the video projection, as one line (numpy's own warning would add two).
+    with np.errstate(over="ignore"):
+        return torch.from_numpy(stacked.mean(0)), torch.from_numpy(stacked.std(0))
 
 
 class Batches(Dataset):
