@@ -172,6 +172,16 @@ ANNOTATION_CASES = {
         r"bad\.json, key 'v1\.avi': fps 0\.0 is not positive",
     ),
     "unknown-suffix": ("bad.csv", "vid,start,end\n", r"bad\.csv: annotations must be \.jsonl, Charades-STA \.txt"),
+    "boolean-duration": (
+        "bad.jsonl",
+        '{"qid": "a", "query": "q", "duration": true, "vid": "v1", "relevant_windows": [[0, 1]]}\n',
+        r"bad\.jsonl, line 1: duration True is a boolean, not a number",
+    ),
+    "boolean-time": (
+        "bad.jsonl",
+        '{"qid": "a", "query": "q", "duration": 9, "vid": "v1", "relevant_windows": [[false, 1]]}\n',
+        r"bad\.jsonl, line 1: start time False is a boolean, not a number",
+    ),
 }
 
 
@@ -216,6 +226,31 @@ def test_start_after_end_is_dropped_and_counted_not_an_error(tmp_path) -> None:
     assert (report.n_read, report.n_kept, report.n_dropped) == (4, 3, 1)
     assert (report.n_clipped_start, report.n_clipped_end) == (1, 1)
     assert report.dropped_examples == ["1: v0 windows [(5.0, 3.0)] (duration 10.0)"]
+
+
+def test_every_removed_window_and_renamed_qid_is_counted_and_shown(tmp_path) -> None:
+    """Reversed, zero-length and outside windows are each counted (also those removed from a record that is kept),
+    and a qid repeated in a file (here across videos) is renamed qid#2, qid#3 with examples: the one report line."""
+    rows = [
+        {"qid": "a", "query": "q one", "duration": 10, "vid": "v1", "relevant_windows": [[1, 3], [5, 2]]},
+        {"qid": "a", "query": "q two", "duration": 10, "vid": "v2", "relevant_windows": [[4, 4], [2, 6]]},
+        {"qid": "b", "query": "q three", "duration": 10, "vid": "v2", "relevant_windows": [[-2, 3]]},
+        {"qid": "a", "query": "q four", "duration": 10, "vid": "v3", "relevant_windows": [[12, 15]]},
+        {"qid": "a", "query": "q five", "duration": 10, "vid": "v1", "relevant_windows": [[0, 1]]},
+    ]
+    records, report = read_annotations(_write_jsonl(tmp_path / "a.jsonl", rows))
+    assert [(r.qid, r.windows) for r in records] == [
+        ("a", ((1.0, 3.0),)),
+        ("a#2", ((2.0, 6.0),)),
+        ("b", ((0.0, 3.0),)),
+        ("a#3", ((0.0, 1.0),)),
+    ]
+    assert report.summary() == (
+        f"{tmp_path / 'a.jsonl'}: read 5, kept 4, dropped 1 (start >= end after clipping), clipped end 0, "
+        "clipped start 1; windows removed: 1 reversed, 1 of zero length, 1 outside the video; "
+        "renamed 2 repeated qids (2: 'a' -> 'a#2', 5: 'a' -> 'a#3'); "
+        "dropped: 4: v3 windows [(12.0, 15.0)] (duration 10.0)"
+    )
 
 
 def test_all_formats_are_read_by_read_annotations(tmp_path) -> None:
@@ -348,6 +383,25 @@ FEATURE_CASES = {
         {"data__features": "<npy>"},
         r"npy: cannot read the features of video 'v2' \(",
     ),
+    "video-is-a-group": (
+        lambda d: _h5(
+            d / "f.hdf5",
+            {**_features(GOOD_VIDS[:3]), "v3/c3d_features": np.zeros((6, DIM)), **_features(GOOD_VIDS[4:])},
+        ),
+        {},
+        r"f\.hdf5: the entry of video 'v3' is an HDF5 group, expected a \[clips, dim\] dataset as the first video's",
+    ),
+    "npz-without-features-array": (
+        lambda d: _npz(d, "feats"),
+        {"data__features": "<npz>"},
+        r"npz: v0\.npz holds no 'features' array \(it holds feats\)",
+    ),
+    "one-npz-file": (
+        lambda d: np.savez(d / "f.npz", feats=np.zeros((6, DIM))),
+        {"data__features": "<f.npz>"},
+        r"f\.npz: a single \.npz file; features are an HDF5 file or a folder of <vid>\.npy files, or of <vid>\.npz "
+        r"files each holding a 'features' array",
+    ),
 }
 
 
@@ -366,12 +420,20 @@ def _npy(d: Path, replace: dict) -> Path:
     return d / "npy"
 
 
+def _npz(d: Path, key: str) -> Path:
+    """The good features as a folder of <vid>.npz files, each holding its array under ``key``."""
+    (d / "npz").mkdir()
+    for vid, array in _features(GOOD_VIDS).items():
+        np.savez(d / "npz" / f"{vid}.npz", **{key: array})
+    return d / "npz"
+
+
 @pytest.mark.parametrize("case", FEATURE_CASES)
 def test_bad_features_name_the_file_video_and_reason(data, case, capsys) -> None:
     damage, keys, pattern = FEATURE_CASES[case]
     if damage:
         damage(data)
-    keys = {k: data / "npy" if v == "<npy>" else v for k, v in keys.items()}
+    keys = {k: data / v[1:-1] if str(v).startswith("<") else v for k, v in keys.items()}
     error = FileNotFoundError if case == "missing-store" else FeatureError
     with pytest.raises(error, match=pattern):
         train(config.load(RunConfig, None, _files_sets(data, **keys)), progress=False)
@@ -396,6 +458,12 @@ CONFIG_CASES = {
     ),
     "unknown-dataset": (None, ["data.dataset=kinetics"], r"data\.dataset must be 'synthetic' or 'files'"),
     "unknown-peft-method": ("<files>", ["text.peft=lora2"], r"text\.peft: unknown PEFT method 'lora2'"),
+    "text-encoder-folder-without-a-model": (
+        "<files>",
+        ["text.encoder=<data>"],
+        r"text\.encoder = '\S+': must be random-bert, minilm, a folder holding a model and its tokenizer, or a hub id "
+        r"in the local cache \(",
+    ),
 }
 
 
@@ -412,8 +480,139 @@ def test_bad_configs_name_the_key(data, case, capsys) -> None:
     elif text is not None:
         path = data / "c.yaml"
         path.write_text(text)
-    sets = [*sets, f"runs_dir={data / 'runs'}"]
+    sets = [*(s.replace("<data>", str(data)) for s in sets), f"runs_dir={data / 'runs'}"]
     _train_both_ways(data, sets, ConfigError, pattern, capsys, config_file=path)
+
+
+#: --set -> the whole error line after "tvgkit train: error: " (key, value, range); every numeric field has a range
+RANGE_CASES = {
+    "train.batch_size=0": "train.batch_size = 0: must be >= 1",
+    "train.batch_size=-4": "train.batch_size = -4: must be >= 1",
+    "train.epochs=0": "train.epochs = 0: must be >= 1",
+    "train.lr=-1e-3": "train.lr = -0.001: must be > 0",
+    "train.lr=nan": "train.lr = nan: must be a finite number > 0",
+    "train.lr=.inf": "train.lr = inf: must be a finite number > 0",
+    "train.encoder_lr=0": "train.encoder_lr = 0.0: must be > 0",
+    "train.warmup_ratio=1": "train.warmup_ratio = 1.0: must be in [0, 1)",
+    "train.clip_grad=0": "train.clip_grad = 0.0: must be > 0",
+    "train.log_every=0": "train.log_every = 0: must be >= 1",
+    "train.threads=0": "train.threads = 0: must be >= 1",
+    "train.checkpoint_every=-1": "train.checkpoint_every = -1: must be >= 0",
+    "train.epochs=true": "train.epochs: expected int, got True",
+    "seed=-1": "seed = -1: must be >= 0",
+    "data.max_clips=0": "data.max_clips = 0: must be >= 1",
+    "data.max_clips=161": "data.max_clips = 161: must be <= 160 with text.encoder=random-bert (its 256 positions, "
+    "clips from position 96)",
+    "data.feature_dim=0": "data.feature_dim = 0: must be >= 1",
+    "text.hidden=31": "text.hidden = 31: must be a multiple of text.heads (2)",
+    "text.dropout=1": "text.dropout = 1.0: must be in [0, 1)",
+    "model.giou_weight=-1": "model.giou_weight = -1.0: must be >= 0",
+    "model.head=spans": "model.head = 'spans': must be one of span, regression, regression-mlp",
+    "train.select_metric=R1": "train.select_metric = 'R1': must be one of R1@0.1, R1@0.3, R1@0.5, R1@0.7, mIoU",
+    "train.rdrop_kind=js": "train.rdrop_kind = 'js': must be one of kl, mse, l1, smooth_l1",
+    "data.synth.fps=0": "data.synth.fps = 0.0: must be > 0",
+    "data.synth.duration_min=50": "data.synth.duration_min = 50.0: must be <= data.synth.duration_max (12.0)",
+    "data.synth.duration_min=true": "data.synth.duration_min: expected float, got True",
+    "name=../escaped": "name = '../escaped': must be one folder name (no '/', '\\', '..'; not empty)",
+    "name=a/b": "name = 'a/b': must be one folder name (no '/', '\\', '..'; not empty)",
+    "name=..": "name = '..': must be one folder name (no '/', '\\', '..'; not empty)",
+    "name=": "name = '': must be one folder name (no '/', '\\', '..'; not empty)",
+}
+
+
+@pytest.mark.parametrize("override", RANGE_CASES)
+def test_a_config_value_out_of_range_is_one_line_before_anything_is_written(tmp_path, override, capsys) -> None:
+    """Through ``tvgkit train`` on the synthetic set: refused before rendering, training or any folder."""
+    sets = [*PRESETS["tiny"], f"runs_dir={tmp_path / 'work' / 'runs'}", override]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TVGKIT_CACHE", str(tmp_path / "work" / "cache"))
+        line = _cli_error(["train", *(a for s in sets for a in ("--set", s)), "--quiet"], capsys)
+    assert line == f"tvgkit train: error: {RANGE_CASES[override]}"
+    assert list(tmp_path.iterdir()) == []  # no run folder (inside runs_dir or not), no rendered dataset
+
+
+SYNTH_CASES = {
+    "fps=0": "fps = 0.0: must be > 0",
+    "fps=nan": "fps = nan: must be a finite number > 0",
+    "n_train=0": "n_train = 0: must be >= 1",
+    "duration_min=30 duration_max=20": "duration_min = 30.0: must be <= duration_max (20.0)",
+    "moment_min=6 moment_max=5": "moment_min = 6.0: must be <= moment_max (5.0)",
+    "objects_max=13": "objects_max = 13: must be <= 12, the distinct colour-shape pairs",
+    "clip_seconds=-1": "clip_seconds = -1.0: must be > 0",
+    "distractor_prob=1.5": "distractor_prob = 1.5: must be in [0, 1]",
+    "size=16": "size = 16: must be >= 32",
+}
+
+
+@pytest.mark.parametrize("case", SYNTH_CASES)
+def test_synth_settings_out_of_range_render_nothing(tmp_path, case, capsys) -> None:
+    sets = [a for s in case.split() for a in ("--set", s)]
+    argv = ["synth", *sets, "--cache-dir", str(tmp_path / "cache"), "--video", str(tmp_path / "v.mp4"), "--quiet"]
+    assert _cli_error(argv, capsys) == f"tvgkit synth: error: {SYNTH_CASES[case]}"
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("out", ["same", "same-resolved", "hard-link"])
+def test_extract_never_writes_over_its_input(tmp_path, out, capsys) -> None:
+    from tvgkit.data.extract import write_video
+
+    video = write_video(np.full((8, 64, 64, 3), 128, np.uint8), tmp_path / "a.mp4", fps=4)
+    (tmp_path / "link.mp4").hardlink_to(video)
+    target = {"same": video, "same-resolved": tmp_path / "x" / ".." / "a.mp4", "hard-link": tmp_path / "link.mp4"}
+    before = _snapshot(tmp_path)
+    line = _cli_error(["extract", str(video), "--out", str(target[out]), "--quiet"], capsys)
+    assert line == (
+        f"tvgkit extract: error: --out {target[out]} is the input video {video}: it would be overwritten; "
+        "write elsewhere"
+    )
+    assert _snapshot(tmp_path) == before
+
+
+def test_extract_refuses_one_file_for_two_outputs(tmp_path, capsys) -> None:
+    from tvgkit.data.extract import write_video
+
+    video = write_video(np.full((8, 64, 64, 3), 128, np.uint8), tmp_path / "a.mp4", fps=4)
+    before = _snapshot(tmp_path)
+    out = tmp_path / "f.hdf5"
+    line = _cli_error(["extract", str(video), "--out", str(out), "--durations", str(out), "--quiet"], capsys)
+    assert line == f"tvgkit extract: error: --out and --durations are the same file {out}; give two different paths"
+    assert _snapshot(tmp_path) == before
+
+
+def test_extract_refuses_a_folder_as_output_before_reading(tmp_path, capsys) -> None:
+    (tmp_path / "out").mkdir()
+    line = _cli_error(["extract", str(tmp_path / "absent.mp4"), "--out", str(tmp_path / "out"), "--quiet"], capsys)
+    assert line == f"tvgkit extract: error: --out {tmp_path / 'out'} is a folder; give a file name in it"
+    assert [p.name for p in tmp_path.iterdir()] == ["out"] and not any((tmp_path / "out").iterdir())
+
+
+def test_runs_on_a_file_is_one_line(tmp_path, capsys) -> None:
+    (tmp_path / "runs").write_text("")
+    line = _cli_error(["runs", str(tmp_path / "runs")], capsys)
+    reason = "not a folder (tvgkit runs reads the folder holding the run folders)"
+    assert line == f"tvgkit runs: error: {tmp_path / 'runs'}: {reason}"
+
+
+def test_a_run_name_set_in_python_cannot_leave_runs_dir(data) -> None:
+    """A config built in Python skips the loader's checks; the run folder itself is still refused outside runs_dir."""
+    cfg = config.load(RunConfig, None, _files_sets(data))
+    cfg.name = "../outside"
+    with pytest.raises(ConfigError, match=r"^name = '\.\./outside': must be one folder name"):
+        train(cfg, progress=False)
+    assert not (data / "outside").exists() and not (data / "runs").exists()
+
+
+def test_the_guards_stop_is_one_line_naming_step_module_and_last_good_weights(data, capsys) -> None:
+    """Features of float32-max magnitude: finite, so accepted, but their statistics overflow; the guard stops the
+    first step, and ``tvgkit train`` says so in one line (not a traceback with exit status 1)."""
+    huge = {v: np.sign(a) * np.finfo(np.float32).max for v, a in _features(GOOD_VIDS).items()}
+    _h5(data / "f.hdf5", huge)
+    sets = _files_sets(data, train__device="cpu")
+    line = _cli_error(["train", *(a for s in sets for a in ("--set", s)), "--quiet"], capsys)
+    assert line.startswith("tvgkit train: error: step 0: non-finite "), line
+    assert "video_proj" in line  # the module: the input of the video projection is already non-finite
+    assert line.endswith(f"Last good weights: {data / 'runs' / 'bad' / 'last_good.pt'}"), line
+    assert (data / "runs" / "bad" / "last_good.pt").is_file()
 
 
 # --- a trained run meets features of another width ------------------------------------------------------------------
@@ -786,3 +985,52 @@ def test_eval_cuts_over_long_annotated_queries_with_a_warning(files_run, tmp_pat
     out = capsys.readouterr().out
     assert f"{tmp_path / 'long.jsonl'}: read 4, kept 4, dropped 0" in out  # the clean-up report, then the metrics
     assert json.loads(out.strip().splitlines()[-1])["split"] == "test"
+
+
+def test_predict_warns_about_pieces_its_tokenizer_maps_to_unk(files_run, monkeypatch, capsys) -> None:
+    """A query of only emoji: no word the run knows, and none its tokenizer knows, so it is named (as a Chinese
+    query's characters are), not answered silently."""
+    import tvgkit.data.extract
+
+    monkeypatch.setattr(tvgkit.data.extract, "extract_video", lambda *a, **k: (_features(["x"], clips=12)["x"], 12.0))
+    capsys.readouterr()
+    assert main(["predict", str(files_run), "--video", "clip.mp4", "--query", "🎈 🐢🐢", "--top", "1"]) == 0
+    assert capsys.readouterr().err.splitlines() == [
+        "tvgkit predict: warning: 2 word(s) of the query never occur in the run's training queries: 🎈, 🐢🐢; "
+        "the spans below ignore what they say"
+    ]
+
+
+def test_a_test_split_identical_to_training_is_warned_about(files_run, tmp_path, capsys) -> None:
+    run = shutil.copytree(files_run, tmp_path / "run")
+    train_file = config.read_yaml(run / "config.yaml")["data"]["train"]
+    _edit_config(run, data={"test": train_file, "val": train_file})
+    capsys.readouterr()
+    assert main(["eval", str(run), "--json"]) == 0
+    warned = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert warned == [
+        f"tvgkit eval: warning: the {split} split ({train_file}) holds exactly the training split's 14 queries "
+        f"({train_file}): its metrics measure memorisation, not grounding"
+        for split in ("val", "test")
+    ]
+
+
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        ('{"test": {"R1@0.5": 1', "Expecting ',' delimiter: line 1 column 22 (char 21)"),
+        ('{"val_best": {"mIoU": 3}}', "no 'test' entry"),
+        (b"\xff\xfe", "'utf-8' codec can't decode byte 0xff in position 0: invalid start byte"),
+    ],
+)
+def test_runs_skips_a_damaged_run_with_one_warning_line(files_run, tmp_path, damage, reason, capsys) -> None:
+    """Documented choice (README, 'Bad input'): the table of the other runs, and one warning line per skipped run."""
+    shutil.copytree(files_run, tmp_path / "runs" / "good")
+    bad = shutil.copytree(files_run, tmp_path / "runs" / "bad")
+    (bad / "metrics.json").write_bytes(damage if isinstance(damage, bytes) else damage.encode())
+    capsys.readouterr()
+    assert main(["runs", str(tmp_path / "runs"), "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert [r["run"] for r in json.loads(out.strip().splitlines()[-1])["runs"]] == ["good"]
+    damaged = f"{bad / 'metrics.json'}: not the results of a finished run ({reason})"
+    assert err.splitlines() == [f"tvgkit runs: warning: skipped run bad: {damaged}"]

@@ -79,3 +79,42 @@ def test_user_errors_exit_2(tmp_path, capsys) -> None:
     assert main(["eval", str(tmp_path / "nope")]) == 2
     assert "not a finished run" in capsys.readouterr().err
     assert main(["train", "--set", "train.no_such_key=1"]) == 2
+
+
+class _Chosen(Exception):
+    """Raised by the stand-in trainer below with the config ``tvgkit train`` would have trained."""
+
+
+@pytest.mark.parametrize(
+    ("cuda", "args", "preset_name", "first_line"),
+    [
+        (True, [], "gpu", "no config given and CUDA present: preset 'gpu'"),
+        (False, [], "quick", "no config given: a quick run"),
+        (False, ["--preset", "gpu"], "gpu", None),
+        (True, ["--preset", "quick"], "quick", None),
+        (True, ["--set", "train.epochs=1"], "quick", None),  # a --set starts from the quick default everywhere
+    ],
+)
+def test_train_picks_the_preset_of_the_device(monkeypatch, capsys, cuda, args, preset_name, first_line) -> None:
+    from tvgkit.grounding.presets import preset
+
+    def chosen(cfg, **kwargs):
+        raise _Chosen(cfg)
+
+    monkeypatch.setattr("tvgkit.grounding.commands.torch_cuda_available", lambda: cuda)
+    monkeypatch.setattr("tvgkit.grounding.train.train", chosen)
+    with pytest.raises(_Chosen) as info:
+        main(["train", *args, "--quiet"])
+    sets = [s for flag, s in zip(args, args[1:], strict=False) if flag == "--set"]
+    assert info.value.args[0] == preset(preset_name, sets)
+    out = capsys.readouterr().out.splitlines()
+    assert (out[0].startswith(first_line)) if first_line else out == []
+
+
+def test_train_refuses_a_config_with_a_preset_and_unknown_presets(tmp_path, capsys) -> None:
+    config = tmp_path / "my.yaml"
+    config.write_text("seed: 1\n")
+    assert main(["train", str(config), "--preset", "gpu"]) == 2
+    assert main(["train", "--preset", "huge"]) == 2
+    err = capsys.readouterr().err
+    assert "config file or --preset, not both" in err and "'huge': not a preset; choose from full, gpu," in err

@@ -10,6 +10,7 @@ from tvgkit.lessons.diagnostics import (
     DeadUnitDetector,
     GradientFlowMonitor,
     LoaderAuditError,
+    NonFiniteDetector,
     NonFiniteError,
     NonFiniteGuard,
     audit_eval_loader,
@@ -172,6 +173,66 @@ def test_guard_stays_quiet_on_a_healthy_model_and_names_gradients_and_inputs():
     with pytest.raises(NonFiniteError) as info:
         _guarded_step(model, NonFiniteGuard(model), torch.tensor([[float("nan"), 1.0]]))
     assert info.value.module_name == "input of 0 (Linear)"
+
+
+def _detector_steps(batches, fused: bool, check_every: int, replay_batch=None):
+    """Train a small model with a NonFiniteDetector, as the trainer does:
+    observe after clipping, check every ``check_every`` steps before the optimiser step; with ``fused`` the fused
+    AdamW skips its update on the device once the flag is set. Returns (model, weights before each step, detector)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 3), nn.Sigmoid(), Log(), nn.Linear(3, 1))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2, fused=fused or None)
+
+    def replay(batch, guard):
+        loss = model(replay_batch if replay_batch is not None else batch).sum()
+        guard.check_loss(loss)
+
+    seen: list[NonFiniteError] = []
+    detector = NonFiniteDetector(model, replay, seen.append)
+    if fused:
+        opt.found_inf = detector.bad
+    before = []
+    for step, x in enumerate(batches):
+        before.append({k: v.clone() for k, v in model.state_dict().items()})
+        opt.zero_grad()
+        loss = model(x).sum()
+        loss.backward()
+        detector.observe(step, x, loss, nn.utils.clip_grad_norm_(model.parameters(), 1.0))
+        if (step + 1) % check_every == 0:
+            detector.check()
+        opt.step()
+    return model, before, detector, seen
+
+
+def test_detector_checked_every_step_stops_before_the_bad_step_and_names_the_module():
+    good, bad = torch.rand(8, 3), torch.full((8, 3), float("nan"))  # a corrupt batch
+    with pytest.raises(NonFiniteError) as info:
+        _detector_steps([good, good, bad, good], fused=False, check_every=1)
+    err = info.value
+    assert (err.step, err.where, err.module_name) == (2, "loss", "input of 0 (Linear)")
+    # healthy steps: nothing raised, the flag stays 0, nothing kept for a replay
+    _, _, detector, seen = _detector_steps([good] * 4, fused=False, check_every=1)
+    assert float(detector.bad) == 0.0 and seen == [] and detector._pending == []
+
+
+def test_detector_read_every_n_steps_with_fused_adamw_keeps_the_weights_before_the_bad_step():
+    good, bad = torch.rand(8, 3), torch.full((8, 3), float("nan"))
+    # the flag is read only at step 4 (the GPU path); steps 2 and 3 are skipped on the device (found_inf)
+    with pytest.raises(NonFiniteError) as info:
+        _detector_steps([good, good, bad, good, good], fused=True, check_every=5)
+    assert info.value.step == 2 and info.value.module_name == "input of 0 (Linear)"
+    # re-run up to the check without raising, to look at the weights: frozen from step 2 on
+    model, before, detector, seen = _detector_steps([good, good, bad, good], fused=True, check_every=5)
+    assert float(detector.bad) == 1.0
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[2][key]) and not torch.equal(before[2][key], before[0][key])
+
+
+def test_detector_says_when_the_replay_does_not_reproduce():
+    good, bad = torch.rand(8, 3), torch.full((8, 3), float("nan"))
+    with pytest.raises(NonFiniteError) as info:
+        _detector_steps([good, bad], fused=False, check_every=1, replay_batch=good)
+    assert info.value.step == 1 and info.value.module_name is None and "not reproduced" in str(info.value)
 
 
 # optimiser audit -------------------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@ import torch
 from transformers import AutoModel, AutoTokenizer, BertTokenizer
 
 from tvgkit.config import ConfigError
+from tvgkit.grounding.presets import preset
 from tvgkit.grounding.text import SPECIAL_TOKENS, TextConfig, load_text_encoder, minilm_folder, train_wordpiece
 
 SENTENCES = ["The red ball slides left.", "a red square grows", "the blue ball grows", "a green triangle rises"]
@@ -72,4 +73,4 @@ def test_init_random_keeps_the_architecture_and_tokenizer_with_fresh_float32_wei
     word = "embeddings.word_embeddings.weight"
     assert not torch.allclose(params[word], weights[word].float(), atol=1e-2)
     with pytest.raises(ConfigError, match="text.init"):
-        load_text_encoder(TextConfig(encoder=str(folder), init="xavier"))
+        preset("tiny", ["text.init=xavier"])

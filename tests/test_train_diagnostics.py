@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from functools import partial
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from tvgkit import config
-from tvgkit.grounding.dataset import Collate, loader
+from tvgkit.grounding.dataset import Batches, loader, whole_batch
 from tvgkit.grounding.presets import PRESETS, RunConfig
 from tvgkit.grounding.splits import Splits, load_splits
 from tvgkit.grounding.train import train
@@ -55,15 +56,18 @@ def test_a_clean_run_passes_the_guard_and_the_audits(setting):
     assert all(np.isfinite(e["loss"]) for e in log if "loss" in e)
 
 
-def test_the_guard_stops_a_run_with_nan_features_and_keeps_the_last_good_weights(setting):
-    splits = setting[2]
+def _nan_features(splits: Splits) -> Splits:
     features = FeatureDict(
         {vid: np.asarray(splits.features[vid]) for r in sum(splits.records.values(), []) for vid in [r.vid]}
     )
     first = splits.records["train"][0].vid
     features[first] = np.full_like(features[first], np.nan)  # a corrupt extraction
+    return Splits(splits.records, features)
+
+
+def test_the_guard_stops_a_run_with_nan_features_and_keeps_the_last_good_weights(setting):
     with pytest.raises(NonFiniteError) as info:
-        train(_cfg(setting, "name=nan-features"), progress=False, splits=Splits(splits.records, features))
+        train(_cfg(setting, "name=nan-features", "train.device=cpu"), progress=False, splits=_nan_features(setting[2]))
     err = info.value
     assert (err.step, err.where, err.module_name) == (0, "loss", "input of video_proj (Conv1d)")
     run_dir = setting[1] / "nan-features"
@@ -74,13 +78,32 @@ def test_the_guard_stops_a_run_with_nan_features_and_keeps_the_last_good_weights
     assert last["split"] == "stopped" and "video_proj" in last["error"] and "last_good.pt" in last["error"]
 
 
+def test_the_guard_read_at_logged_steps_skips_the_updates_and_names_the_first_bad_step(setting, monkeypatch):
+    """The GPU path on the CPU: fused AdamW with the guard's flag as found_inf, the flag read every 2 steps only."""
+    cfg = partial(_cfg, setting, "train.device=cpu", "train.log_every=2")
+    with pytest.raises(NonFiniteError):  # the CPU path: read every step, stopped before step 0's update
+        train(cfg("name=nan-every-step"), progress=False, splits=_nan_features(setting[2]))
+    monkeypatch.setattr("tvgkit.grounding.build._fused", lambda device: True)
+    with pytest.raises(NonFiniteError) as info:
+        train(cfg("name=nan-deferred"), progress=False, splits=_nan_features(setting[2]))
+    err = info.value
+    assert (err.step, err.where, err.module_name) == (0, "loss", "input of video_proj (Conv1d)")
+    log = [json.loads(line) for line in (setting[1] / "nan-deferred" / "log.jsonl").read_text().splitlines()]
+    assert log[-1]["split"] == "stopped" and log[-1]["step"] == 1  # read at the end of step 1, blamed on step 0
+    # steps 0 and 1 were skipped on the device: the weights kept are the initial ones, those the per-step guard keeps
+    deferred = torch.load(setting[1] / "nan-deferred" / "last_good.pt", weights_only=True)
+    every_step = torch.load(setting[1] / "nan-every-step" / "last_good.pt", weights_only=True)
+    for key, value in every_step.items():
+        torch.testing.assert_close(deferred[key], value, rtol=0, atol=0, equal_nan=True)
+
+
 def test_the_audit_refuses_a_shuffling_evaluation_loader_unless_switched_off(setting, monkeypatch):
     splits = setting[2]
 
-    def shuffled_like_training(dataset, batch_size, train, pad_id, seed=0, rank=0, replicas=1):  # the seeds' bug
+    def shuffled_like_training(dataset, batch_size, train, pad_id, seed=0, rank=0, replicas=1, device=None):  # seeds
         if train:
-            return loader(dataset, batch_size, train, pad_id, seed, rank, replicas)
-        return DataLoader(dataset, batch_size=batch_size, shuffle=True, collate_fn=Collate(pad_id, train))
+            return loader(dataset, batch_size, train, pad_id, seed, rank, replicas, device)
+        return DataLoader(Batches(dataset, pad_id, train), batch_size=batch_size, shuffle=True, collate_fn=whole_batch)
 
     monkeypatch.setattr("tvgkit.grounding.build.loader", shuffled_like_training)
     with pytest.raises(LoaderAuditError, match="shuffles"):

@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 DATASETS = ("synthetic", "charades-sta", "activitynet", "tacos")
 #: Path errors a user can fix; their messages name the path.
-PATH_ERRORS = (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
+PATH_ERRORS = (FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError, PermissionError)
 
 
 def _add_baselines(sub: argparse._SubParsersAction) -> None:
@@ -33,11 +33,22 @@ def _add_baselines(sub: argparse._SubParsersAction) -> None:
 def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train",
-        help="train a grounding model (no arguments: a quick run on the synthetic videos)",
+        help="train a grounding model (no arguments: the synthetic videos, sized for the device)",
         epilog="Ctrl-C saves RUN_DIR/last.pt and exits (status 130); --resume RUN_DIR continues. Several processes: "
         "torchrun --nproc_per_node N -m tvgkit train ...",
     )
-    p.add_argument("config", nargs="?", default=None, help="YAML config (default: the quick synthetic run)")
+    p.add_argument(
+        "config",
+        nargs="?",
+        default=None,
+        help="YAML config (default: with nothing else given, preset 'gpu' where CUDA is present, else 'quick')",
+    )
+    p.add_argument(
+        "--preset",
+        metavar="NAME",
+        help="start from a named preset instead of a config file: quick (CPU-sized), gpu (batch 256), full, notebook "
+        "or tiny (tvgkit/grounding/presets.py)",
+    )
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key, e.g. train.lr=3e-4")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last.pt and config.yaml")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -3,14 +3,23 @@
 Every config in the kit is a (nested) dataclass. :func:`build` turns a mapping into one and raises
 :class:`ConfigError` naming the full dotted key when a key is unknown or a value has the wrong type, because a
 mistyped key that is silently ignored costs a whole run.
+
+Ranges are declared where the fields are, as field metadata (``field(default=32, metadata=at_least(1))``), and
+relations between fields as a ``CHECKS`` tuple of :class:`Rule` on the class; :func:`build` checks both, so a
+file, a ``--set``, a preset and ``tvgkit synth`` are all checked in this one place, before anything is rendered or
+written. A value out of range otherwise surfaces far away: a batch size of 0 or a negative rate as an error deep
+inside torch, ``epochs=0`` as a missing ``best.pt``. Every float must be finite: NaN passes every ``<`` test.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import operator
 import types
 import typing
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -21,6 +30,87 @@ C = TypeVar("C")
 
 class ConfigError(ValueError):
     """A config key or value that cannot be used; the message names the dotted key."""
+
+
+@dataclass(frozen=True)
+class Range:
+    """The interval a numeric field must lie in (None: unbounded on that side); its text is what errors say."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def __contains__(self, value: float) -> bool:
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        return self.high is None or (value < self.high if self.high_open else value <= self.high)
+
+    def __str__(self) -> str:
+        if self.low is not None and self.high is not None:
+            return f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+        if self.low is not None:
+            return f"{'>' if self.low_open else '>='} {self.low:g}"
+        if self.high is not None:
+            return f"{'<' if self.high_open else '<='} {self.high:g}"
+        return "any finite number"
+
+
+def positive() -> dict[str, Range]:
+    """Field metadata: a number > 0 (rates, frame rates, lengths in seconds)."""
+    return {"range": Range(0, low_open=True)}
+
+
+def at_least(low: float) -> dict[str, Range]:
+    """Field metadata: a number >= ``low`` (counts: ``at_least(0)`` or ``at_least(1)``)."""
+    return {"range": Range(low)}
+
+
+def between(low: float, high: float, high_open: bool = False) -> dict[str, Range]:
+    """Field metadata: a number in ``[low, high]`` (``[low, high)`` with ``high_open``)."""
+    return {"range": Range(low, high, high_open=high_open)}
+
+
+def one_of(*choices: Any) -> dict[str, tuple]:
+    """Field metadata: one of ``choices`` (a name the code looks up later: a metric, a loss)."""
+    return {"choices": choices}
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A relation between fields, checked once they are all set: ``key`` is the field the error names, ``must``
+    the requirement in words; it may name other fields as ``{field}`` (their values) and ``{prefix}`` (the dotted
+    path of the config, so that the message names full keys)."""
+
+    key: str
+    holds: Callable[[Any], bool]
+    must: str
+
+
+def not_above(low: str, high: str) -> Rule:
+    """The rule ``low <= high`` (a minimum and its maximum)."""
+    return Rule(low, lambda c: getattr(c, low) <= getattr(c, high), f"<= {{prefix}}{high} ({{{high}}})")
+
+
+def _check(value: Any, spec: dataclasses.Field, key: str) -> None:
+    """Refuse a non-finite float anywhere, a number outside its field's declared range, a value not of its choices."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{key} = {value!r}: must be a finite number {spec.metadata.get('range', '')}".rstrip())
+    bounds = spec.metadata.get("range")
+    if bounds is not None and value is not None and value not in bounds:
+        raise ConfigError(f"{key} = {value!r}: must be {bounds}")
+    choices = spec.metadata.get("choices")
+    if choices is not None and value not in choices:
+        raise ConfigError(f"{key} = {value!r}: must be one of {', '.join(map(str, choices))}")
+
+
+def check_rules(config: Any, prefix: str = "") -> None:
+    """The ``CHECKS`` rules of a built config (see :class:`Rule`); the first that fails is a ConfigError."""
+    for rule in getattr(type(config), "CHECKS", ()):
+        if not rule.holds(config):
+            values = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+            must = rule.must.format(prefix=prefix, **values)
+            raise ConfigError(f"{prefix}{rule.key} = {operator.attrgetter(rule.key)(config)!r}: must be {must}")
 
 
 def to_dict(config: Any) -> dict[str, Any]:
@@ -71,15 +161,22 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
 
 
 def build(cls: type[C], data: Mapping[str, Any] | None = None, prefix: str = "") -> C:
-    """Instantiate dataclass ``cls`` from ``data``; unknown keys and wrongly typed values raise ConfigError."""
+    """Instantiate dataclass ``cls`` from ``data``; unknown keys, wrongly typed values, values out of their declared
+    range and broken ``CHECKS`` rules raise ConfigError naming the dotted key and the range."""
     data = dict(data or {})
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - names)
     if unknown:
         raise ConfigError(f"unknown config key {prefix}{unknown[0]} (known keys: {', '.join(sorted(names))})")
-    kwargs = {name: _coerce(value, hints[name], f"{prefix}{name}") for name, value in data.items()}
-    return cls(**kwargs)
+    specs = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for name, value in data.items():
+        kwargs[name] = _coerce(value, hints[name], f"{prefix}{name}")
+        _check(kwargs[name], specs[name], f"{prefix}{name}")
+    built = cls(**kwargs)
+    check_rules(built, prefix)
+    return built
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

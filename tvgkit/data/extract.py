@@ -186,8 +186,8 @@ def extract_video(
 
     from tvgkit.data.backbones import BLOBS, FRAMES_PER_CLIP, IMAGE_SIZE, check_backbone, encoder, extract_frames
 
-    if fps <= 0 or clip_seconds <= 0:
-        raise InputError(f"fps ({fps}) and clip_seconds ({clip_seconds}) must be positive")
+    if not (0 < fps < math.inf and 0 < clip_seconds < math.inf):  # NaN fails every comparison
+        raise InputError(f"fps ({fps}) and clip_seconds ({clip_seconds}) must be positive finite numbers")
     image_size = image_size or IMAGE_SIZE
     if check_backbone(backbone) != BLOBS:
         encoder(device, image_size)  # load the network (or fail for want of the extra) before reading any frame

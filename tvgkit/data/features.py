@@ -66,6 +66,11 @@ def _detect(path: Path) -> str:
                 f"{path}: expected a folder of <vid>.npy or of <vid>.npz files, found {sorted(suffixes)}"
             )
         return suffixes.pop()[1:]
+    if path.suffix in (".npy", ".npz"):
+        raise FeatureError(
+            f"{path}: a single {path.suffix} file; features are an HDF5 file or a folder of <vid>.npy files, or of "
+            f"<vid>.npz files each holding a {NPZ_KEY!r} array"
+        )
     with _open_hdf5(path) as f:
         first = next(iter(f.keys()), None)
         if first is None:
@@ -105,24 +110,40 @@ class FeatureStore:
             reason = str(err).strip("'\"") or type(err).__name__
             raise FeatureError(f"{self.path}: cannot read the features of video {vid!r} ({reason})") from None
 
+    def _dataset(self, vid: str) -> h5py.Dataset:
+        """The HDF5 dataset of one video; an entry of the other layout (a group among datasets, or the reverse) is a
+        FeatureError naming it, not an AttributeError from h5py."""
+        node = self._file[vid]
+        if self.layout == "hdf5-c3d":
+            node = node.get(C3D_KEY) if isinstance(node, h5py.Group) else None
+            if not isinstance(node, h5py.Dataset):
+                raise FeatureError(
+                    f"{self.path}: the entry of video {vid!r} holds no {C3D_KEY!r} dataset, as the first video's does"
+                )
+        elif not isinstance(node, h5py.Dataset):
+            raise FeatureError(
+                f"{self.path}: the entry of video {vid!r} is an HDF5 group, expected a [clips, dim] dataset as the "
+                "first video's"
+            )
+        return node
+
     def _raw(self, vid: str) -> np.ndarray:
         with self._reading(vid):
-            if self.layout == "hdf5":
-                return self._file[vid][()]
-            if self.layout == "hdf5-c3d":
-                return self._file[vid][C3D_KEY][()]
+            if self.layout.startswith("hdf5"):
+                return self._dataset(vid)[()]
             if self.layout == "npy":
                 return np.load(self.path / f"{vid}.npy")
             with np.load(self.path / f"{vid}.npz") as data:
+                if NPZ_KEY not in data.files:
+                    held = ", ".join(data.files) or "nothing"
+                    raise FeatureError(f"{self.path}: {vid}.npz holds no {NPZ_KEY!r} array (it holds {held})")
                 return data[NPZ_KEY]
 
     def describe(self, vid: str) -> tuple[tuple[int, ...], np.dtype]:
         """The stored shape and dtype of one video's features, read without loading them (except from .npz)."""
         with self._reading(vid):
-            if self.layout == "hdf5":
-                return self._file[vid].shape, self._file[vid].dtype
-            if self.layout == "hdf5-c3d":
-                return self._file[vid][C3D_KEY].shape, self._file[vid][C3D_KEY].dtype
+            if self.layout.startswith("hdf5"):
+                return self._dataset(vid).shape, self._dataset(vid).dtype
             if self.layout == "npy":
                 array = np.load(self.path / f"{vid}.npy", mmap_mode="r")
                 return array.shape, array.dtype

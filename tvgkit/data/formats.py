@@ -6,7 +6,11 @@ field's pipelines apply (2D-TAN, VSLNet, lighthouse), made explicit:
 
 * a window's end past the video's duration is clipped to the duration (``n_clipped_end``);
 * a negative start is clipped to 0 (``n_clipped_start``);
-* a window with ``start >= end`` after clipping is dropped; a record left with no window is dropped (``n_dropped``).
+* a window with ``start >= end`` after clipping is dropped; a record left with no window is dropped (``n_dropped``);
+  each dropped window is counted by why: given reversed, of zero length, or outside ``[0, duration]``;
+* a ``qid`` already seen in the file is renamed ``qid#2``, ``qid#3``, ... (``n_renamed_qids``, with examples): results
+  per query would otherwise be ambiguous;
+* a boolean where a number belongs (``"duration": true``) is an error, not the number 1.
 
 Clipping is counted per kept window (a window that is dropped anyway is counted once, as dropped).
 
@@ -49,7 +53,9 @@ class FormatError(InputError):
 
 
 def _number(value, path, where, what: str) -> float:
-    """A finite float, or a FormatError saying which value is not one."""
+    """A finite float, or a FormatError saying which value is not one (a boolean is not: float(True) is 1.0)."""
+    if isinstance(value, bool):
+        raise FormatError(path, where, f"{what} {value!r} is a boolean, not a number")
     try:
         number = float(value)
     except (TypeError, ValueError):
@@ -66,6 +72,7 @@ class _Cleaner:
         self.path = path
         self.report = Report(source=str(path))
         self.records: list[Record] = []
+        self.qids: set[str] = set()
 
     def add(self, where, vid: str, qid: str, query, duration, windows: Iterable[Sequence]) -> None:
         path, report = self.path, self.report
@@ -89,6 +96,12 @@ class _Cleaner:
                 report.n_clipped_start += clipped_start != start
                 report.n_clipped_end += clipped_end != end
                 kept.append((clipped_start, clipped_end))
+            elif start > end:
+                report.n_windows_reversed += 1
+            elif start == end:
+                report.n_windows_zero_length += 1
+            else:  # outside [0, duration]: starting at or past the end, or ending at 0
+                report.n_windows_outside += 1
         if not kept:
             report.n_dropped += 1
             if len(report.dropped_examples) < MAX_EXAMPLES:
@@ -96,7 +109,21 @@ class _Cleaner:
                 report.dropped_examples.append(f"{label} windows {parsed} (duration {duration})")
             return
         report.n_kept += 1
-        self.records.append(Record(vid=vid, qid=qid, query=query.strip(), duration=duration, windows=tuple(kept)))
+        self.records.append(
+            Record(vid=vid, qid=self._unique(qid, where), query=query.strip(), duration=duration, windows=tuple(kept))
+        )
+
+    def _unique(self, qid: str, where) -> str:
+        """``qid``, or ``qid#k`` with the smallest free ``k`` when it was seen before (counted, with examples)."""
+        new, k = qid, 2
+        while new in self.qids:
+            new, k = f"{qid}#{k}", k + 1
+        self.qids.add(new)
+        if new != qid:
+            self.report.n_renamed_qids += 1
+            if len(self.report.renamed_examples) < MAX_EXAMPLES:
+                self.report.renamed_examples.append(f"{where}: {qid!r} -> {new!r}")
+        return new
 
     def result(self) -> tuple[list[Record], Report]:
         """The kept records and the report; a source with no usable record is an error, not an empty split.

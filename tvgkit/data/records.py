@@ -41,7 +41,14 @@ class Report:
     n_dropped: int = 0
     n_clipped_end: int = 0
     n_clipped_start: int = 0
+    # windows removed (from kept and dropped records alike): given reversed (start > end), of zero length
+    # (start == end), or outside the video (start at or past the duration)
+    n_windows_reversed: int = 0
+    n_windows_zero_length: int = 0
+    n_windows_outside: int = 0
+    n_renamed_qids: int = 0  # a qid seen before in the file gets "#2", "#3", ...: per-query results stay unambiguous
     dropped_examples: list[str] = field(default_factory=list)
+    renamed_examples: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -56,7 +63,15 @@ class Report:
         return f"{self}; dropped: {shown}{more}"
 
     def __str__(self) -> str:
-        return (
+        """The counts; those of removed windows and renamed qids only when there are any."""
+        text = (
             f"{self.source}: read {self.n_read}, kept {self.n_kept}, dropped {self.n_dropped} "
             f"(start >= end after clipping), clipped end {self.n_clipped_end}, clipped start {self.n_clipped_start}"
         )
+        windows = (self.n_windows_reversed, self.n_windows_zero_length, self.n_windows_outside)
+        if any(windows):
+            text += "; windows removed: {} reversed, {} of zero length, {} outside the video".format(*windows)
+        if self.n_renamed_qids:
+            shown = ", ".join(self.renamed_examples[:3]) + (" ..." if self.n_renamed_qids > 3 else "")
+            text += f"; renamed {self.n_renamed_qids} repeated qids ({shown})"
+        return text

@@ -19,14 +19,19 @@ import os
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import cv2
 import numpy as np
 
+from tvgkit.config import Rule, at_least, between, not_above, positive
 from tvgkit.data.extract import COLOURS, FRAME_SIZE, SHAPES, clip_features
 from tvgkit.data.records import Record
 
 SUBPIXEL_BITS = 4
+MIN_SIZE = 32  # objects start 14 px inside the frame (and grow)
+MIN_DURATION = 2.0  # a moment ends at least 1 s before the video does
+PAIRS = len(COLOURS) * len(SHAPES)  # the objects of one video are distinct (colour, shape) pairs
 VERSION = 4  # bump when rendering or extraction changes: old caches are not reused
 SPLITS = ("train", "val", "test")
 BGR = {"red": (40, 40, 220), "yellow": (40, 220, 230), "green": (50, 200, 50), "blue": (220, 70, 40)}
@@ -49,29 +54,37 @@ NOUNS = {"circle": ("circle", "ball", "disc"), "square": ("square", "box", "bloc
 class SynthConfig:
     """Sizes and statistics of the rendered dataset; every field enters the cache hash."""
 
-    n_train: int = 3000
-    n_val: int = 100
-    n_test: int = 300
-    seed: int = 0
-    fps: float = 4.0
-    size: int = FRAME_SIZE
-    duration_min: float = 20.0
+    n_train: int = field(default=3000, metadata=at_least(1))
+    n_val: int = field(default=100, metadata=at_least(1))
+    n_test: int = field(default=300, metadata=at_least(1))
+    seed: int = field(default=0, metadata=at_least(0))
+    fps: float = field(default=4.0, metadata=positive())
+    size: int = field(default=FRAME_SIZE, metadata=at_least(MIN_SIZE))
+    duration_min: float = field(default=20.0, metadata=at_least(MIN_DURATION))
     duration_max: float = 40.0
-    moment_min: float = 3.0
+    moment_min: float = field(default=3.0, metadata=positive())
     moment_max: float = 13.0
-    objects_min: int = 3
-    objects_max: int = 4
-    events_min: int = 2
+    objects_min: int = field(default=3, metadata=at_least(1))
+    objects_max: int = field(default=4, metadata=at_least(1))
+    events_min: int = field(default=2, metadata=at_least(1))
     events_max: int = 4
-    distractor_prob: float = 0.7
-    clip_seconds: float = 1.0
-    noise: float = 6.0
+    distractor_prob: float = field(default=0.7, metadata=between(0, 1))
+    clip_seconds: float = field(default=1.0, metadata=positive())
+    noise: float = field(default=6.0, metadata=at_least(0))
     # Which features: "blobs" (tvgkit.data.extract) or a pretrained network of tvgkit.data.backbones. For a network,
     # the 64-px frames are upsampled to ``backbone_size`` (beyond 2x that adds compute, not information) and
     # ``backbone_frames`` frames of each clip go through it. Left out of the cache hash for "blobs".
     backbone: str = "blobs"
-    backbone_size: int = 128
-    backbone_frames: int = 1
+    backbone_size: int = field(default=128, metadata=at_least(32))
+    backbone_frames: int = field(default=1, metadata=at_least(1))
+
+    CHECKS: ClassVar[tuple[Rule, ...]] = (
+        not_above("duration_min", "duration_max"),
+        not_above("moment_min", "moment_max"),
+        not_above("objects_min", "objects_max"),
+        Rule("objects_max", lambda c: c.objects_max <= PAIRS, f"<= {PAIRS}, the distinct colour-shape pairs"),
+        not_above("events_min", "events_max"),
+    )
 
 
 #: The fields that only a pretrained backbone reads.

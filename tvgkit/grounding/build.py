@@ -22,12 +22,13 @@ from tvgkit.errors import InputError
 from tvgkit.grounding import distributed
 from tvgkit.grounding.dataset import GroundingDataset, feature_stats, fill_template, loader
 from tvgkit.grounding.model import GroundingModel
-from tvgkit.grounding.presets import OptimConfig, RunConfig
+from tvgkit.grounding.objective import replay
+from tvgkit.grounding.presets import OptimConfig, RunConfig, check_run_name
 from tvgkit.grounding.resume import keep_last_good, restore_last
 from tvgkit.grounding.runlog import RunLog
 from tvgkit.grounding.splits import Splits, feature_backbone, load_splits
 from tvgkit.grounding.vocabulary import save_vocabulary
-from tvgkit.lessons.diagnostics import NonFiniteGuard, audit_eval_loader, audit_optimizers
+from tvgkit.lessons.diagnostics import NonFiniteDetector, audit_eval_loader, audit_optimizers
 from tvgkit.runtime import Session
 
 
@@ -59,7 +60,8 @@ class Run:
     total: int
     log: RunLog
     loader_rng: torch.Tensor  # the train loader generator's state where the epoch starts
-    guard: NonFiniteGuard | None = None
+    guard: NonFiniteDetector | None = None
+    guard_every: int = 1  # read the guard's flag every N steps (and at logged steps): 1 on a CPU, log_every on a GPU
     step: int = 0
     epoch: int = 0
     batch: int = 0
@@ -99,12 +101,12 @@ def build_run(cfg: RunConfig, progress: bool, splits: Splits | None, run_dir: Pa
     model.set_feature_stats(*feature_stats(datasets["train"]))
     model.to(device)
     net = _parallel(model, device, world)
-    train_loader, eval_loaders = _loaders(datasets, opt.batch_size, tokenizer.pad_token_id, cfg.seed, world)
+    train_loader, eval_loaders = _loaders(datasets, opt.batch_size, tokenizer.pad_token_id, cfg.seed, world, device)
     if run_dir is None:
         run_dir = _new_run_dir(cfg, tokenizer, world)
         if world.main:  # predict names the query words a run never saw
             save_vocabulary((r.query for r in splits.records["train"]), run_dir)
-    optimizer, scheduler, scaler, total = _optimisation(model, opt, len(train_loader), session)
+    optimizer, scheduler, scaler, total = _optimisation(model, opt, len(train_loader), session, device)
     run = Run(
         cfg=cfg, world=world, session=session, device=device, progress=progress, splits=splits, model=model, net=net,
         train_loader=train_loader, eval_loaders=eval_loaders, n_train=len(datasets["train"]), run_dir=run_dir,
@@ -119,10 +121,32 @@ def build_run(cfg: RunConfig, progress: bool, splits: Splits | None, run_dir: Pa
         for eval_loader in eval_loaders.values():
             audit_eval_loader(eval_loader)
     if opt.guard:
-        run.guard = NonFiniteGuard(model, on_error=partial(keep_last_good, run))
+        _guard(run)
     if state is not None:
         restore_last(run, state)
     return run
+
+
+def _guard(run: Run) -> None:
+    """The non-finite guard (:class:`~tvgkit.lessons.diagnostics.NonFiniteDetector`): checked every step on a CPU,
+    where reading a flag costs nothing; on a GPU only at logged steps, with the fused AdamW skipping its update on
+    the device from the first bad step on (``found_inf``), so that the weights the replay starts from, and
+    ``last_good.pt``, are those before that step. Under fp16 loss scaling the scaler owns ``found_inf``: it skips
+    the bad step itself, and the weights kept are those when the flag is read."""
+    fp16 = run.scaler.is_enabled()
+    diagnose = partial(replay, run.model, run.opt, run.session.autocast, not fp16)  # called with (batch, guard)
+    run.guard = NonFiniteDetector(run.model, diagnose, partial(keep_last_good, run), run.device)
+    if _fused(run.device):
+        run.guard_every = run.opt.log_every
+        if not fp16:
+            run.optimizer.found_inf = run.guard.bad
+
+
+def _fused(device: torch.device) -> bool:
+    """PyTorch's fused AdamW (one kernel for all parameters, and ``found_inf``) on CUDA; on a CPU the foreach
+    implementation, which computes exactly what the default per-parameter loop computes (every stored notebook output
+    was made with that), fused AdamW differing in the last bits."""
+    return device.type == "cuda"
 
 
 def _parallel(model: GroundingModel, device: torch.device, world: distributed.World) -> torch.nn.Module:
@@ -135,24 +159,37 @@ def _parallel(model: GroundingModel, device: torch.device, world: distributed.Wo
 
 
 def _loaders(
-    datasets: dict[str, GroundingDataset], batch_size: int, pad: int, seed: int, world: distributed.World
+    datasets: dict[str, GroundingDataset],
+    batch_size: int,
+    pad: int,
+    seed: int,
+    world: distributed.World,
+    device: torch.device,
 ) -> tuple[DataLoader, dict[str, DataLoader]]:
-    """The shuffled training loader and one ordered loader per evaluation split, each rank's share of them."""
+    """The shuffled training loader and one ordered loader per evaluation split, each rank's share of them, with
+    the data on the training device."""
     rank, replicas = world.rank, world.size
-    train_loader = loader(datasets["train"], batch_size, True, pad, seed, rank, replicas)
+    train_loader = loader(datasets["train"], batch_size, True, pad, seed, rank, replicas, device)
     eval_loaders = {
-        s: loader(d, 256, False, pad, rank=rank, replicas=replicas) for s, d in datasets.items() if s != "train"
+        s: loader(d, 256, False, pad, rank=rank, replicas=replicas, device=device)
+        for s, d in datasets.items()
+        if s != "train"
     }
     return train_loader, eval_loaders
 
 
-def _optimisation(model: GroundingModel, opt: OptimConfig, steps_per_epoch: int, session: Session):
+def _optimisation(
+    model: GroundingModel, opt: OptimConfig, steps_per_epoch: int, session: Session, device: torch.device
+):
     """(AdamW, linear warmup then cosine decay, the fp16 gradient scaler (off unless fp16 autocast), total steps)."""
     from transformers import get_cosine_schedule_with_warmup
 
     from tvgkit.runtime import amp_dtype
 
-    optimizer = torch.optim.AdamW(param_groups(model, opt), lr=opt.lr)
+    # One kernel per operation for all parameters (foreach; bit-identical to the per-parameter loop that is the CPU
+    # default, measured) or, on CUDA, one kernel for everything (fused, which also skips on the guard's flag).
+    fused = _fused(device)
+    optimizer = torch.optim.AdamW(param_groups(model, opt), lr=opt.lr, fused=fused or None, foreach=not fused or None)
     total = opt.epochs * steps_per_epoch
     scheduler = get_cosine_schedule_with_warmup(optimizer, math.ceil(opt.warmup_ratio * total), total)
     scaler = torch.amp.GradScaler("cuda", enabled=session.amp and amp_dtype() == torch.float16)
@@ -215,7 +252,7 @@ def _new_run_dir(cfg: RunConfig, tokenizer, world: distributed.World) -> Path:
 
 
 def _unique_dir(root: Path, name: str) -> Path:
-    path, k = root / name, 2
+    path, k = root / check_run_name(name), 2
     while path.exists():
         path, k = root / f"{name}-{k}", k + 1
     return path

@@ -6,13 +6,43 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 from tvgkit.errors import InputError
 
-QUICK_NOTE = "no config given: a quick run on the kit's synthetic videos (CPU-sized)"
+QUICK_NOTE = "no config given: a quick run on the kit's synthetic videos (CPU-sized; preset 'quick')"
+GPU_NOTE = (
+    "no config given and CUDA present: preset 'gpu' on the kit's synthetic videos (batch 256, lr 3e-3, 20 epochs, "
+    "-> runs/gpu; --preset quick for the CPU-sized run)"
+)
+
+
+class SkippedRunWarning(UserWarning):
+    """A run folder ``tvgkit runs`` leaves out of its table: its metrics.json or config.yaml cannot be read."""
+
+
+@contextlib.contextmanager
+def warning_lines(command: str, *categories: type[Warning]) -> Iterator[None]:
+    """Show warnings of ``categories`` raised inside as ``tvgkit COMMAND: warning: ...`` lines on stderr, when they
+    happen (a user reads one line, not Python's file-and-line header); other warnings are shown as before."""
+    with warnings.catch_warnings():
+        shown_before = warnings.showwarning
+
+        def show(message, category, filename, lineno, file=None, line=None) -> None:
+            if issubclass(category, categories):
+                print(f"tvgkit {command}: warning: {message}", file=sys.stderr)
+            else:
+                shown_before(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = show
+        for category in categories:
+            warnings.simplefilter("always", category)
+        yield
 
 
 def _json_line(obj: dict) -> None:
@@ -31,26 +61,47 @@ def train(args: argparse.Namespace) -> int:
         return _train(args, world.main)
 
 
+def torch_cuda_available() -> bool:
+    """Whether ``tvgkit train`` with nothing else given picks the GPU preset."""
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def _train(args: argparse.Namespace, main: bool) -> int:
     from tvgkit import config
     from tvgkit.grounding.checkpoint import Interrupted
-    from tvgkit.grounding.presets import RunConfig
+    from tvgkit.grounding.presets import PRESETS, RunConfig
+    from tvgkit.grounding.splits import SplitWarning
     from tvgkit.grounding.train import train
+    from tvgkit.lessons.diagnostics import NonFiniteError
 
     if args.resume:
-        if args.config or args.set:
-            raise InputError("--resume continues a run with its own config.yaml: give no CONFIG and no --set")
+        if args.config or args.set or args.preset:
+            raise InputError("--resume continues a run with its own config.yaml: give no CONFIG, --preset or --set")
         cfg = None
     else:
-        if args.config is None and not args.set and main:
-            print(QUICK_NOTE)
-        cfg = config.load(RunConfig, args.config, args.set or [])
+        name = args.preset
+        if args.config is None and not args.set and name is None:  # nothing asked: the device's default
+            name = "gpu" if torch_cuda_available() else "quick"
+            if main:
+                print(GPU_NOTE if name == "gpu" else QUICK_NOTE)
+        if name is not None and args.config is not None:
+            raise InputError("give a config file or --preset, not both")
+        if name is not None and name not in PRESETS:
+            raise InputError(f"--preset {name!r}: not a preset; choose from {', '.join(sorted(PRESETS))}")
+        cfg = config.load(RunConfig, args.config, [*PRESETS.get(name or "quick", []), *(args.set or [])])
     try:
-        result = train(cfg, progress=not args.quiet, resume=args.resume)
+        with warning_lines("train", SplitWarning):
+            result = train(cfg, progress=not args.quiet, resume=args.resume)
     except Interrupted as stop:
         if main:
             print(f"tvgkit train: {stop}", file=sys.stderr)
         return 130
+    except NonFiniteError as stop:  # the guard's stop: NaN/Inf from the data or the settings, not a kit bug
+        # the run folder: the one resumed, or the one the trainer made (it sets cfg.name to that folder's name)
+        run_dir = Path(args.resume) if args.resume else Path(cfg.runs_dir) / cfg.name
+        raise InputError(f"{stop} Last good weights: {_last_good(run_dir)}") from None
     if not main:
         return 0
     print(f"run folder: {result.run_dir}")
@@ -59,6 +110,14 @@ def _train(args: argparse.Namespace, main: bool) -> int:
     print("best on validation:", _fmt({k: v for k, v in m["val_best"].items() if k.startswith(("R1", "mI"))}))
     print("test:", _fmt(m["test"]))
     return 0
+
+
+def _last_good(run_dir: Path) -> str:
+    """Where the guard left finite weights: ``last_good.pt``, else the last epoch's ``last.pt``, else none yet."""
+    for name in ("last_good.pt", "last.pt"):
+        if (run_dir / name).is_file():
+            return str(run_dir / name)
+    return f"none written (nothing under {run_dir})"
 
 
 def baselines(args: argparse.Namespace) -> int:
@@ -85,8 +144,10 @@ def baselines(args: argparse.Namespace) -> int:
 
 def evaluate(args: argparse.Namespace) -> int:
     from tvgkit.grounding.evaluate import evaluate_run
+    from tvgkit.grounding.splits import SplitWarning
 
-    metrics = evaluate_run(args.run_dir, args.split)
+    with warning_lines("eval", SplitWarning):
+        metrics = evaluate_run(args.run_dir, args.split)
     if args.json:
         _json_line({"run": str(args.run_dir), "split": args.split, **metrics})
     else:
@@ -130,6 +191,7 @@ def extract(args: argparse.Namespace) -> int:
     from tvgkit.data.features import write_hdf5
 
     check_backbone(args.backbone)
+    _refuse_overwriting(args.videos, {"--out": args.out, "--durations": args.durations})
     stems: dict[str, str] = {}
     for video in args.videos:
         if Path(video).stem in stems:
@@ -157,24 +219,40 @@ def extract(args: argparse.Namespace) -> int:
     return 0
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether two paths name one file: equal once resolved, or the same inode (a hard link, a bind mount)."""
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return a.samefile(b)
+    except OSError:  # one of them does not exist yet
+        return False
+
+
+def _refuse_overwriting(inputs: list[str], outputs: dict[str, str | None]) -> None:
+    """An output that is an input (``tvgkit extract a.mp4 --out a.mp4`` once overwrote the video) or another output
+    is refused before anything is read or written."""
+    named = [(flag, Path(path)) for flag, path in outputs.items() if path]
+    for i, (flag, out) in enumerate(named):
+        if out.is_dir():
+            raise InputError(f"{flag} {out} is a folder; give a file name in it")
+        for video in inputs:
+            if _same_file(out, Path(video)):
+                raise InputError(f"{flag} {out} is the input video {video}: it would be overwritten; write elsewhere")
+        for other_flag, other in named[i + 1 :]:
+            if _same_file(out, other):
+                raise InputError(f"{flag} and {other_flag} are the same file {out}; give two different paths")
+
+
 def predict(args: argparse.Namespace) -> int:
     """``tvgkit predict``: the ranked spans, under a line naming the checkpoint and backbone; query words the run
     never saw are listed on stderr."""
-    import warnings
-
     from tvgkit.grounding.inference import QueryCutWarning, UnseenWordsWarning, predict_video
 
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", UnseenWordsWarning)
-        warnings.simplefilter("always", QueryCutWarning)
+    with warning_lines("predict", UnseenWordsWarning, QueryCutWarning):
         result = predict_video(
             args.run_dir, args.video, args.query, args.top, args.fps, args.clip_seconds, vid=args.vid
         )
-    for warning in caught:
-        if issubclass(warning.category, (UnseenWordsWarning, QueryCutWarning)):
-            print(f"tvgkit predict: warning: {warning.message}", file=sys.stderr)
-        else:
-            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
     print(f'{result.video} ({result.duration:.1f} s), query "{result.query}":')
     print(f"checkpoint {result.checkpoint}, backbone {result.backbone or 'unknown (not recorded by the run)'}")
     print(f"{'rank':>4} {'start':>7} {'end':>7} {'score':>7}")
@@ -184,28 +262,24 @@ def predict(args: argparse.Namespace) -> int:
 
 
 def runs_table(runs_dir: str | Path = "runs"):
-    """A pandas table of finished runs: the config keys that differ between them, and their test metrics."""
+    """A pandas table of finished runs: the config keys that differ between them, and their test metrics.
+
+    A run whose ``metrics.json`` or ``config.yaml`` cannot be read (damaged, edited, cut short by a full disk) is left
+    out with a :class:`SkippedRunWarning` naming it and why: one bad folder must not hide the table of the others.
+    """
     import pandas as pd
 
     from tvgkit import config
 
     rows, cfgs = [], []
     for run in sorted(Path(runs_dir).glob("*/metrics.json")):
-        cfg = config.read_yaml(run.parent / "config.yaml")
-        cfg.pop("name", None)
-        metrics = json.loads(run.read_text())
+        try:
+            cfg, row = _run_row(run)
+        except (InputError, config.ConfigError, OSError) as err:
+            warnings.warn(f"skipped run {run.parent.name}: {err}", SkippedRunWarning, stacklevel=2)
+            continue
         cfgs.append(cfg)
-        test = metrics["test"]
-        rows.append(
-            {
-                "run": run.parent.name,
-                "R1@0.5": round(test["R1@0.5"], 1),
-                "R1@0.7": round(test["R1@0.7"], 1),
-                "mIoU": round(test["mIoU"], 1),
-                "val mIoU": round(metrics["val_best"]["mIoU"], 1),
-                "train s": metrics["train_seconds"],
-            }
-        )
+        rows.append(row)
     keys = config.differing_keys(cfgs)
     for row, cfg in zip(rows, cfgs, strict=False):
         flat = config.flatten(cfg)
@@ -214,8 +288,34 @@ def runs_table(runs_dir: str | Path = "runs"):
     return pd.DataFrame(rows, columns=columns)
 
 
+def _run_row(metrics_file: Path) -> tuple[dict, dict]:
+    """One run's config (without its name) and its row of the runs table."""
+    from tvgkit import config
+
+    cfg = config.read_yaml(metrics_file.parent / "config.yaml")
+    cfg.pop("name", None)
+    try:
+        metrics = json.loads(metrics_file.read_text(encoding="utf-8"))
+        test = metrics["test"]
+        row = {
+            "run": metrics_file.parent.name,
+            "R1@0.5": round(test["R1@0.5"], 1),
+            "R1@0.7": round(test["R1@0.7"], 1),
+            "mIoU": round(test["mIoU"], 1),
+            "val mIoU": round(metrics["val_best"]["mIoU"], 1),
+            "train s": metrics["train_seconds"],
+        }
+    except (ValueError, KeyError, TypeError) as err:  # invalid JSON or UTF-8 are ValueErrors
+        reason = f"no {err} entry" if isinstance(err, KeyError) else str(err).splitlines()[0]
+        raise InputError(f"{metrics_file}: not the results of a finished run ({reason})") from None
+    return cfg, row
+
+
 def runs(args: argparse.Namespace) -> int:
-    table = runs_table(args.runs_dir)
+    if Path(args.runs_dir).exists() and not Path(args.runs_dir).is_dir():
+        raise InputError(f"{args.runs_dir}: not a folder (tvgkit runs reads the folder holding the run folders)")
+    with warning_lines("runs", SkippedRunWarning):
+        table = runs_table(args.runs_dir)
     if table.empty:
         print(f"no finished runs under {args.runs_dir}")
         return 0

@@ -118,42 +118,79 @@ class GroundingDataset(Dataset):
 def feature_stats(dataset: GroundingDataset) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean and standard deviation of the clip features over the dataset's videos (for standardisation)."""
     stacked = np.concatenate(list(dataset.videos.values()))
-    return torch.from_numpy(stacked.mean(0)), torch.from_numpy(stacked.std(0))
+    # Features near float32's limit overflow to inf here without a traceback: the trainer's guard then stops the
+    # first step naming the input of the video projection, as one line (numpy's own warning would add two).
+    with np.errstate(over="ignore"):
+        return torch.from_numpy(stacked.mean(0)), torch.from_numpy(stacked.std(0))
 
 
-class Collate:
-    """Pad videos and prompts; in training pick one template per sample at random, else keep all of them."""
+class Batches(Dataset):
+    """A split as padded tensors on one device; a batch is a few indexing operations, not a Python loop per sample.
 
-    def __init__(self, pad_id: int, train: bool) -> None:
-        self.pad_id = pad_id
-        self.train = train
+    The features, prompt ids and targets of a run are small (the quick default's 3,400 videos fit in about 110 MB), so
+    they are copied to the training device once: a GPU then never waits for a batch to be collated and copied
+    (DataLoader workers and pinned memory would still collate every sample in Python). The
+    :class:`~torch.utils.data.DataLoader` around it keeps what it is good at, the sampler (order, resume, each rank's
+    share), and hands whole batches of indices to :meth:`__getitems__`. Batches equal those of a per-sample
+    collation exactly: videos and prompts padded to the longest in the batch (lengths known on the host, so no
+    device sync), and in training one template per sample drawn from the global torch generator, as before.
+    """
 
-    def __call__(self, items: list[Item]) -> dict[str, torch.Tensor]:
-        n = max(len(it.video) for it in items)
-        video = torch.zeros(len(items), n, items[0].video.shape[1])
-        video_mask = torch.zeros(len(items), n, dtype=torch.long)
-        for b, it in enumerate(items):
-            video[b, : len(it.video)] = torch.from_numpy(it.video)
-            video_mask[b, : len(it.video)] = 1
-        n_templates = len(items[0].ids)
-        if self.train:
-            choice = torch.randint(n_templates, (len(items),)).tolist()
-            prompts = [[it.ids[c]] for it, c in zip(items, choice, strict=False)]
+    def __init__(self, dataset: GroundingDataset, pad_id: int, train: bool, device: torch.device | None = None) -> None:
+        device = torch.device("cpu") if device is None else device
+        self.dataset, self.pad_id, self.train, self.device = dataset, pad_id, train, device
+        vids = list(dataset.videos)
+        row = {vid: i for i, vid in enumerate(vids)}
+        self.video_lengths = np.array([len(dataset.videos[v]) for v in vids])
+        dim = dataset.videos[vids[0]].shape[1] if vids else 0
+        video = torch.zeros(len(vids), int(self.video_lengths.max(initial=0)), dim)
+        for i, vid in enumerate(vids):
+            video[i, : self.video_lengths[i]] = torch.from_numpy(dataset.videos[vid])
+        self.video_row = np.array([row[r.vid] for r in dataset.records], dtype=np.int64)
+        self.prompt_lengths = np.array([[len(p) for p in ids] for ids in dataset.ids], dtype=np.int64)
+        n_templates = self.prompt_lengths.shape[1] if len(dataset) else 1
+        ids = torch.full((len(dataset), n_templates, int(self.prompt_lengths.max(initial=0))), pad_id)
+        for i, prompts in enumerate(dataset.ids):
+            for t, p in enumerate(prompts):
+                ids[i, t, : len(p)] = torch.tensor(p)
+        span = torch.tensor([dataset[i].span for i in range(len(dataset))], dtype=torch.float32).reshape(-1, 2)
+        self.video, self.ids, self.span = video.to(device), ids.to(device), span.to(device)
+        self.lengths = torch.from_numpy(self.video_lengths).to(device)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return self.__getitems__([index])
+
+    def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        index = np.asarray(indices, dtype=np.int64)
+        rows = self.video_row[index]
+        n = int(self.video_lengths[rows].max())
+        if self.train:  # one template per sample, drawn on the host from the global generator (as the seeds did)
+            choice = torch.randint(self.ids.shape[1], (len(index),))
+            width = int(self.prompt_lengths[index, choice.numpy()].max())
+            ids = self.ids[self._on_device(index), choice.to(self.device), :width].unsqueeze(1)
         else:
-            prompts = [it.ids for it in items]
-        width = max(len(p) for ps in prompts for p in ps)
-        ids = torch.full((len(items), len(prompts[0]), width), self.pad_id, dtype=torch.long)
-        for b, ps in enumerate(prompts):
-            for t, p in enumerate(ps):
-                ids[b, t, : len(p)] = torch.tensor(p)
+            width = int(self.prompt_lengths[index].max())
+            ids = self.ids[self._on_device(index), :, :width]
+        rows_t = self._on_device(rows)
         return {
-            "video": video,
-            "video_mask": video_mask,
+            "video": self.video[rows_t, :n],
+            "video_mask": (torch.arange(n, device=self.device) < self.lengths[rows_t, None]).long(),
             "input_ids": ids,  # [B, templates, L] (one template in training)
             "attention_mask": (ids != self.pad_id).long(),
-            "span": torch.tensor([it.span for it in items], dtype=torch.float32),
-            "index": torch.tensor([it.index for it in items]),
+            "span": self.span[self._on_device(index)],
+            "index": self._on_device(index),
         }
+
+    def _on_device(self, index: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(index).to(self.device, non_blocking=True)
+
+
+def whole_batch(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The DataLoader's ``collate_fn`` for :class:`Batches`, whose ``__getitems__`` already returns the batch."""
+    return batch
 
 
 class EpochSampler(DistributedSampler):
@@ -184,27 +221,27 @@ def loader(
     seed: int = 0,
     rank: int = 0,
     replicas: int = 1,
+    device: torch.device | None = None,
 ) -> DataLoader:
     """Training loaders shuffle (seeded) and drop nothing either; evaluation loaders keep order and every sample.
+
+    Batches come out already on ``device`` (default: the CPU), the whole split having been put there once
+    (:class:`Batches`).
 
     With several processes (``replicas``), training takes the rank's share of each epoch (:class:`EpochSampler`)
     and evaluation a contiguous piece of the set (:func:`tvgkit.grounding.distributed.shard_range`), never a padded one.
     The training loader gets its own generator, so making its iterator does not draw from the global torch RNG.
     """
+    data: Dataset = Batches(dataset, pad_id, train, device)
     if train:
-        sampler = EpochSampler(dataset, seed, replicas, rank)
+        sampler = EpochSampler(data, seed, replicas, rank)
         generator = torch.Generator().manual_seed(seed)
     else:
         if replicas > 1:
-            dataset = Subset(dataset, shard_range(len(dataset), rank, replicas))
+            data = Subset(data, shard_range(len(data), rank, replicas))
         sampler, generator = None, None
     return DataLoader(
-        dataset,
-        batch_size=batch_size,
-        sampler=sampler,
-        drop_last=False,
-        generator=generator,
-        collate_fn=Collate(pad_id, train),
+        data, batch_size=batch_size, sampler=sampler, drop_last=False, generator=generator, collate_fn=whole_batch
     )
 
 

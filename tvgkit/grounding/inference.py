@@ -84,7 +84,7 @@ def predict_video(
     are listed in an :class:`UnseenWordsWarning` and in the result.
     """
     from tvgkit.grounding.evaluate import load_run
-    from tvgkit.grounding.vocabulary import load_vocabulary, unseen_words
+    from tvgkit.grounding.vocabulary import load_vocabulary, unknown_pieces, unseen_words
 
     if top < 1:
         raise InputError(f"--top must be at least 1, got {top}")
@@ -104,7 +104,10 @@ def predict_video(
             f"{model.feat_mean.numel()}-dim features (predict --video needs a run trained on extracted ones)"
         )
     vocabulary = load_vocabulary(run_dir, tokenizer)
-    unseen = unseen_words(query, vocabulary) if vocabulary is not None and not cfg.train.query_blind else []
+    unseen = []
+    if not cfg.train.query_blind:  # (a query-blind run reads no query at all)
+        unseen = unseen_words(query, vocabulary) if vocabulary is not None else []
+        unseen = list(dict.fromkeys([*unseen, *unknown_pieces(query, tokenizer)]))  # emoji are not words
     if unseen:
         warnings.warn(
             f"{len(unseen)} word(s) of the query never occur in the run's training queries: {', '.join(unseen)}; "

@@ -57,7 +57,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tvgkit.config import ConfigError
+from tvgkit.config import ConfigError, at_least, one_of
 
 VIDEO_POSITION_OFFSET = 96  # prompts are shorter than this; clips take positions 96, 97, ...
 TEMPLATES = [
@@ -70,14 +70,15 @@ HEADS = ("span", "regression", "regression-mlp")
 
 @dataclass
 class ModelConfig:
-    head: str = "span"
+    head: str = field(default="span", metadata=one_of(*HEADS))
     templates: list[str] = field(default_factory=lambda: list(TEMPLATES))
     prompt_ensemble: bool = True
-    giou_weight: float = 1.0
+    giou_weight: float = field(default=1.0, metadata=at_least(0))
     query_gate: bool = True  # scale each clip feature by the pooled prompt words before the encoder (FiLM)
     offsets: bool = True  # span head: also regress where inside its clip each boundary lies
-    offset_weight: float = 1.0
-    highlight_weight: float = 1.0  # VSLNet's query-guided highlighting: is each clip inside the moment? (0: off)
+    offset_weight: float = field(default=1.0, metadata=at_least(0))
+    # VSLNet's query-guided highlighting: is each clip inside the moment? (0: off)
+    highlight_weight: float = field(default=1.0, metadata=at_least(0))
 
 
 class GroundingModel(nn.Module):

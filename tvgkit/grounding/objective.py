@@ -56,6 +56,20 @@ def training_loss(
     return sum(terms.values()), term, terms, out
 
 
+def replay(model: GroundingModel, opt: OptimConfig, autocast, gradients: bool, batch: dict, guard) -> None:
+    """A step once more under a :class:`~tvgkit.lessons.diagnostics.NonFiniteGuard` (the diagnosis of a non-finite
+    step): forward, the loss check, and with ``gradients`` the backward pass and the gradient check. The model
+    itself runs, not its DDP wrapper, so that no other process is waited for."""
+    for p in model.parameters():
+        p.grad = None
+    with autocast():
+        loss = training_loss(model, batch, opt)[0]
+    guard.check_loss(loss)
+    if gradients:
+        loss.backward()
+        guard.check_gradients()
+
+
 def _peft_penalty(model: GroundingModel) -> torch.Tensor | float:
     """AdaLoRA's orthogonality regulariser (0 for every other method)."""
     if "Peft" not in type(model.encoder).__name__:
@@ -66,26 +80,39 @@ def _peft_penalty(model: GroundingModel) -> torch.Tensor | float:
 
 
 @torch.no_grad()
-def step_probe(model: GroundingModel, batch: dict, terms: dict[str, torch.Tensor], out: dict) -> dict[str, float]:
+def step_probe(
+    model: GroundingModel, batch: dict, terms: dict[str, torch.Tensor], out: dict
+) -> dict[str, torch.Tensor]:
     """What a logged step shows besides the loss: each term, the gradient norm of each part of the model, and how
     the batch's predictions spread.
 
     A head stuck at the blind prior shows as ``pred_centre_std`` far below ``target_centre_std`` (every query gets
-    nearly the same span) while the loss has stopped falling.
+    nearly the same span) while the loss has stopped falling. The values stay 0-d tensors on the device: the loop
+    reads them with its own values in one transfer (:func:`on_host`), not one synchronisation each.
     """
-    from tvgkit.metrics import iou_array
-
-    entry = {f"loss_{k}": float(v) for k, v in terms.items()}
+    entry = {f"loss_{k}": v.detach() for k, v in terms.items()}
     for name, part in model.named_children():
         grads = [p.grad for p in part.parameters() if p.grad is not None]
         if grads:
-            entry[f"grad_{name}"] = float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads])))
+            entry[f"grad_{name}"] = torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))
     if "slot_grad_norm" in model.probe:
-        entry["grad_mask_slots"] = float(model.probe.pop("slot_grad_norm"))
+        entry["grad_mask_slots"] = model.probe.pop("slot_grad_norm")
     spans = decode([{k: v.detach().float() for k, v in out.items()}], batch["video_mask"])[0][:, 0]
     target = batch["span"]
-    entry["pred_centre_std"] = float(spans.mean(1).std())
-    entry["target_centre_std"] = float(target.mean(1).std())
-    entry["pred_width_mean"] = float((spans[:, 1] - spans[:, 0]).mean())
-    entry["batch_mIoU"] = float(iou_array(spans.cpu().numpy(), target.cpu().numpy()).mean() * 100)
-    return {k: round(v, 5) for k, v in entry.items()}
+    entry["pred_centre_std"] = spans.mean(1).std()
+    entry["target_centre_std"] = target.mean(1).std()
+    entry["pred_width_mean"] = (spans[:, 1] - spans[:, 0]).mean()
+    p, g = spans.double(), target.double()  # tvgkit.metrics.iou_array's arithmetic, on the device
+    inter = (torch.minimum(p[:, 1], g[:, 1]) - torch.maximum(p[:, 0], g[:, 0])).clamp(min=0)
+    union = (p[:, 1] - p[:, 0]) + (g[:, 1] - g[:, 0]) - inter
+    entry["batch_mIoU"] = torch.where(union > 0, inter / torch.where(union > 0, union, 1.0), 0.0).mean() * 100
+    return entry
+
+
+def on_host(values: dict[str, torch.Tensor | float], digits: int | None = None) -> dict[str, float]:
+    """Scalars (0-d tensors on any device, or numbers) as floats (rounded to ``digits``), with one device-to-host
+    transfer."""
+    tensors = {k: v for k, v in values.items() if isinstance(v, torch.Tensor)}
+    read = torch.stack([v.double() for v in tensors.values()]).tolist() if tensors else []
+    host = {**{k: float(v) for k, v in values.items() if k not in tensors}, **dict(zip(tensors, read, strict=True))}
+    return {k: host[k] if digits is None else round(host[k], digits) for k in values}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 from tvgkit import config as configs
@@ -9,6 +10,10 @@ from tvgkit.data.records import Record
 from tvgkit.grounding import distributed
 from tvgkit.grounding.dataset import split_by_video
 from tvgkit.grounding.presets import DataConfig
+
+
+class SplitWarning(UserWarning):
+    """An evaluation split that holds exactly the training split's queries (the same file given twice, say)."""
 
 
 @dataclass
@@ -46,6 +51,8 @@ def load_splits(cfg: DataConfig, progress: bool = True) -> Splits:
         records[split], report = read_annotations(path, cfg.durations)
         if cfg.dataset == "files" and say:  # one's own annotations: show what the clean-up repaired or dropped
             print(report.summary())
+    if say:
+        _warn_if_same_as_train(records, paths)
     store = open_features(features)
     records, coverage = check_coverage(store, records, cfg.feature_dim, cfg.skip_missing_features)
     if coverage.n_skipped and say:
@@ -55,6 +62,23 @@ def load_splits(cfg: DataConfig, progress: bool = True) -> Splits:
         if not (records["train"] and records["val"]):
             raise configs.ConfigError("data.val: too few training videos to cut a validation split; give data.val")
     return Splits(records, store)
+
+
+def _warn_if_same_as_train(records: dict[str, list[Record]], paths: dict) -> None:
+    """Warn when val or test holds exactly the training queries: their metrics would measure memorisation (a model
+    chosen on, or scored on, what it trained on), which looks like success and is not."""
+
+    def queries(split: str) -> set[tuple]:
+        return {(r.vid, r.query, r.windows) for r in records[split]}
+
+    for split in ("val", "test"):
+        if split in records and queries(split) == queries("train"):
+            warnings.warn(
+                f"the {split} split ({paths[split]}) holds exactly the training split's {len(records[split])} queries "
+                f"({paths['train']}): its metrics measure memorisation, not grounding",
+                SplitWarning,
+                stacklevel=3,
+            )
 
 
 def feature_backbone(cfg: DataConfig, store) -> str | None:

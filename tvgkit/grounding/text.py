@@ -22,14 +22,16 @@ import zipfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 from torch import nn
 
-from tvgkit.config import ConfigError
+from tvgkit.config import ConfigError, Rule, at_least, between, one_of
 from tvgkit.data.synthetic import cache_root
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+RANDOM_BERT_POSITIONS = 256  # position embeddings of the small BERT: the prompt, then the clips
 
 
 @dataclass
@@ -38,14 +40,15 @@ class TextConfig:
     :mod:`tvgkit.lessons.peft`."""
 
     encoder: str = "random-bert"
-    layers: int = 3
-    hidden: int = 128
-    heads: int = 4
-    intermediate: int = 256
-    vocab_size: int = 600
+    layers: int = field(default=3, metadata=at_least(1))
+    hidden: int = field(default=128, metadata=at_least(1))
+    heads: int = field(default=4, metadata=at_least(1))
+    intermediate: int = field(default=256, metadata=at_least(1))
+    # the vocabulary holds at least the special tokens (then the characters, then whole words: train_wordpiece)
+    vocab_size: int = field(default=600, metadata=at_least(len(SPECIAL_TOKENS)))
     # 0, not BERT's 0.1: in minutes-long runs dropout slowed the learning of which object a query names (quick
     # synthetic run, 3000 videos: validation R1@0.5 after two epochs 47 with 0.1, 58 with 0). Set it for R-Drop.
-    dropout: float = 0.0
+    dropout: float = field(default=0.0, metadata=between(0, 1, high_open=True))
     peft: str = "full"
     peft_options: dict = field(default_factory=dict)
     # The field's usual way (VSLNet, Moment-DETR read precomputed text features): the pretrained ``encoder`` runs
@@ -54,7 +57,16 @@ class TextConfig:
     two_stream: bool = False
     # "random": a hub id's or folder's architecture with fresh weights (its tokenizer kept): the twin that tells
     # what the pretrained weights themselves contribute.
-    init: str = "pretrained"
+    init: str = field(default="pretrained", metadata=one_of("pretrained", "random"))
+
+    CHECKS: ClassVar[tuple[Rule, ...]] = (
+        # BertConfig refuses (with a traceback) a width its heads cannot split evenly
+        Rule(
+            "hidden",
+            lambda c: c.encoder != "random-bert" or c.hidden % c.heads == 0,
+            "a multiple of {prefix}heads ({heads})",
+        ),
+    )
 
 
 def train_wordpiece(sentences: Iterable[str], vocab_size: int, folder: str | Path) -> Path:
@@ -124,7 +136,7 @@ def random_bert(cfg: TextConfig, tokenizer):
         intermediate_size=cfg.intermediate,
         hidden_dropout_prob=cfg.dropout,
         attention_probs_dropout_prob=cfg.dropout,
-        max_position_embeddings=256,
+        max_position_embeddings=RANDOM_BERT_POSITIONS,
         pad_token_id=tokenizer.pad_token_id,
     )
     return BertModel(config, add_pooling_layer=False)
@@ -136,7 +148,7 @@ def load_text_encoder(cfg: TextConfig, sentences: Sequence[str] = (), tokenizer_
     For ``random-bert`` the WordPiece vocabulary is trained on ``sentences`` (queries + prompts), or read from
     ``tokenizer_dir`` (a run folder's saved tokenizer) when given.
     """
-    from transformers import AutoModel, AutoTokenizer, BertTokenizer
+    from transformers import AutoConfig, AutoModel, AutoTokenizer, BertTokenizer
 
     if cfg.encoder == "random-bert":
         if tokenizer_dir is not None:
@@ -147,14 +159,17 @@ def load_text_encoder(cfg: TextConfig, sentences: Sequence[str] = (), tokenizer_
             raise ValueError("random-bert needs the sentences (queries + prompts) to train its vocabulary")
         return tokenizer, random_bert(cfg, tokenizer)
     folder = str(minilm_folder()) if cfg.encoder == "minilm" else cfg.encoder
-    if cfg.init not in ("pretrained", "random"):
-        raise ConfigError(f"text.init must be 'pretrained' or 'random'; got {cfg.init!r}")
-    if cfg.init == "random":
-        from transformers import AutoConfig
-
-        config = AutoConfig.from_pretrained(folder)
-        return AutoTokenizer.from_pretrained(folder), AutoModel.from_config(config, dtype=torch.float32)
-    return AutoTokenizer.from_pretrained(folder), load_pretrained_encoder(folder)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+        if cfg.init == "random":
+            return tokenizer, AutoModel.from_config(AutoConfig.from_pretrained(folder), dtype=torch.float32)
+        return tokenizer, load_pretrained_encoder(folder)
+    except (OSError, ValueError) as err:  # no such folder or hub id offline, or a folder without a usable tokenizer
+        reason = str(err).strip().splitlines()[0]
+        raise ConfigError(
+            f"text.encoder = {cfg.encoder!r}: must be random-bert, minilm, a folder holding a model and its tokenizer, "
+            f"or a hub id in the local cache ({reason})"
+        ) from None
 
 
 def load_pretrained_encoder(folder: str | Path):

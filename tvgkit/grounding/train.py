@@ -28,7 +28,7 @@ from tvgkit import config as configs
 from tvgkit.grounding import checkpoint, distributed
 from tvgkit.grounding.build import Run, build_run
 from tvgkit.grounding.evaluate import evaluate_records, predict_split
-from tvgkit.grounding.objective import step_probe, training_loss
+from tvgkit.grounding.objective import on_host, step_probe, training_loss
 from tvgkit.grounding.presets import RunConfig
 from tvgkit.grounding.resume import resume_point, save_last
 from tvgkit.grounding.splits import Splits
@@ -112,18 +112,18 @@ def train_epoch(run: Run, bar, on_step: Callable[[int, int], None] | None, stop_
         run.seen += len(batch["span"]) * run.world.size
         run.train_time += time.perf_counter() - tick
         bar.update()
-        if run.step % run.opt.log_every == 0 or run.step == run.total:
-            entry = {"step": run.step, "epoch": run.epoch, "loss": loss.item()}
+        logged = run.step % run.opt.log_every == 0 or run.step == run.total
+        if logged:
+            values = {"loss": loss.detach(), "grad_norm": grad_norm, **({} if term is None else {"rdrop_term": term})}
+            entry = {"step": run.step, "epoch": run.epoch, **on_host(values)}  # one transfer, not one sync each
             entry["lr"] = run.scheduler.get_last_lr()[0]
             entry["seconds"] = round(run.train_time, 2)
-            entry["grad_norm"] = float(grad_norm)
-            if term is not None:
-                entry["rdrop_term"] = term.item()
-            run.log.record({**entry, **run.probe})
+            run.log.record({**entry, **on_host(run.probe, digits=5)})
             bar.set_postfix(loss=f"{entry['loss']:.3f}")
         if on_step is not None:
             on_step(run.step, run.epoch)
-        if distributed.any_rank(stop_requested()):
+        # Under torchrun, asking the other ranks is an all-reduce (a sync on GPUs): then only at logged steps.
+        if (logged or run.world.size == 1) and distributed.any_rank(stop_requested()):
             interrupt(run)
         if run.opt.checkpoint_every and run.step % run.opt.checkpoint_every == 0:
             save_last(run)
@@ -131,25 +131,25 @@ def train_epoch(run: Run, bar, on_step: Callable[[int, int], None] | None, stop_
 
 
 def train_step(run: Run, batch: dict) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
-    """One optimiser step; returns the loss, the R-Drop term (or None) and the gradient norm before clipping."""
-    batch = {k: v.to(run.device) for k, v in batch.items()}
-    guard = run.guard
-    if guard:
-        guard.start(run.step)
+    """One optimiser step; returns the loss, the R-Drop term (or None) and the gradient norm before clipping.
+
+    Nothing here waits for the device except where the host must know a value: the guard's flag is read every
+    step on a CPU (where reading costs nothing) and only at logged steps on a GPU (see ``build.guard_every``); the
+    logged values are read together by the loop.
+    """
     with run.session.autocast():
         loss, term, terms, out = training_loss(run.model, batch, run.opt, run.net)
-    if guard:
-        guard.check_loss(loss)
     run.optimizer.zero_grad(set_to_none=True)
     run.scaler.scale(loss).backward()
     run.scaler.unscale_(run.optimizer)
-    if guard:
-        if not run.scaler.is_enabled():  # fp16 loss scaling makes and skips inf gradients on purpose
-            guard.check_gradients()
-        guard.stop()
-    if (run.step + 1) % run.opt.log_every == 0 or run.step + 1 == run.total:
+    logged = (run.step + 1) % run.opt.log_every == 0 or run.step + 1 == run.total
+    if logged:
         run.probe = step_probe(run.model, batch, terms, out)
     grad_norm = torch.nn.utils.clip_grad_norm_(run.params, run.opt.clip_grad)
+    if run.guard:  # fp16 loss scaling makes and skips inf gradients on purpose: then only the loss is checked
+        run.guard.observe(run.step, batch, loss, None if run.scaler.is_enabled() else grad_norm)
+        if logged or (run.step + 1) % run.guard_every == 0:
+            run.guard.check()  # before the optimiser step: a bad step is replayed on the weights it started from
     run.scaler.step(run.optimizer)
     run.scaler.update()
     if run.cfg.text.peft == "adalora":

@@ -3,7 +3,8 @@
 Why: a grounding model answers any sentence with ranked spans and scores, even one made only of words it never
 read in training (on the synthetic set, "a person rides a bike"); its scores then mean nothing, and the user must
 be told. Words are split and lower-cased exactly as the BERT tokenizers do (``tokenizers``' normaliser and
-pre-tokeniser), and punctuation is not a word.
+pre-tokeniser), and punctuation is not a word. A piece the tokenizer turns into its unknown token (an emoji, a script
+its vocabulary lacks) is reported too, whatever it is: the model reads nothing of it.
 """
 
 from __future__ import annotations
@@ -14,13 +15,17 @@ from pathlib import Path
 FILE = "vocabulary.txt"
 
 
-def words(text: str) -> list[str]:
-    """The lower-cased words of ``text`` (BERT's normalisation and splitting; punctuation dropped)."""
+def pieces(text: str) -> list[str]:
+    """``text`` lower-cased and split as BERT does: words, each CJK character, each punctuation mark or symbol."""
     from tokenizers.normalizers import BertNormalizer
     from tokenizers.pre_tokenizers import BertPreTokenizer
 
-    pieces = BertPreTokenizer().pre_tokenize_str(BertNormalizer(lowercase=True).normalize_str(text))
-    return [w for w, _ in pieces if any(c.isalnum() for c in w)]
+    return [p for p, _ in BertPreTokenizer().pre_tokenize_str(BertNormalizer(lowercase=True).normalize_str(text))]
+
+
+def words(text: str) -> list[str]:
+    """The lower-cased words of ``text`` (BERT's normalisation and splitting; punctuation dropped)."""
+    return [w for w in pieces(text) if any(c.isalnum() for c in w)]
 
 
 def save_vocabulary(queries: Iterable[str], run_dir: str | Path) -> Path:
@@ -44,3 +49,10 @@ def load_vocabulary(run_dir: str | Path, tokenizer=None) -> set[str] | None:
 def unseen_words(query: str, vocabulary: set[str]) -> list[str]:
     """The words of ``query`` that are not in ``vocabulary``, in order, each once."""
     return list(dict.fromkeys(w for w in words(query) if w not in vocabulary))
+
+
+def unknown_pieces(query: str, tokenizer) -> list[str]:
+    """The pieces of ``query`` that ``tokenizer`` maps to its unknown token (``[UNK]``), in order, each once; emoji
+    and other symbols are not words, so :func:`unseen_words` alone never names them."""
+    unknown = tokenizer.unk_token
+    return list(dict.fromkeys(p for p in pieces(query) if unknown is not None and unknown in tokenizer.tokenize(p)))

@@ -6,6 +6,8 @@ Each tool answers one question a loss curve cannot:
 - :class:`DeadUnitDetector`: which ReLU (or head) outputs are exactly zero, so that no gradient flows through them?
 - :class:`NonFiniteGuard`: at the first NaN/Inf loss or gradient, which module produced it? Raises
   :class:`NonFiniteError` *before* the optimiser step, so the weights (and the last checkpoint) stay good.
+- :class:`NonFiniteDetector`: the same promise without per-step hooks or host syncs (a flag on the device, read
+  now and then; the bad step replayed under :class:`NonFiniteGuard` to name the culprit): what a trainer runs.
 - :func:`audit_optimizers`: is a parameter stepped by two optimisers, or by none, or a frozen one by one?
 - :func:`audit_eval_loader`: does an evaluation loader shuffle, drop or repeat samples?
 - :func:`lr_find`: the learning-rate range test (exponential ramp, smoothed loss, stop on divergence).
@@ -304,6 +306,64 @@ class NonFiniteGuard:
             first = named[int(flags.nonzero()[0, 0])][0]
             culprit = self.culprit() or "outputs were finite"
             self._fail(NonFiniteError(self.step, "gradient", f"parameter {first}", culprit))
+
+
+class NonFiniteDetector:
+    """The guard's promise at the cost of one device operation per step: detect cheaply, diagnose on demand.
+
+    :class:`NonFiniteGuard` hooks every module at every step and reads two flags on the host: on a GPU, that Python
+    work and those synchronisations cost more than a small model's step. This detector instead folds the loss and the
+    gradient norm (which clipping computes anyway) into a finite-flag on the device at each step (:meth:`observe`)
+    and reads it only when :meth:`check` is called. Only if a step went non-finite is that step *replayed* with
+    :class:`NonFiniteGuard`'s hooks, on its own batch and the weights it started from, to name the module or
+    parameter: ``replay(batch, guard)`` runs the step's forward pass, ``guard.check_loss`` and, where gradients are
+    checked, the backward pass and ``guard.check_gradients``; ``on_error(error)`` runs, then
+    :class:`NonFiniteError` is raised.
+
+    The weights must still be those of the bad step when it is replayed. A trainer that checks every step (on a CPU a
+    check costs nothing) calls :meth:`check` before the optimiser step. A trainer that checks every N steps hands
+    :attr:`bad` (sticky: it stays 1 from the first bad step on) to an optimiser that skips its update on the device
+    when it is set, as PyTorch's fused Adam/AdamW do with ``optimizer.found_inf`` (the mechanism of its
+    GradScaler): every step from the bad one on is then skipped, and the weights stay those before it. Replayed
+    dropout draws new masks; a NaN that depends on one mask may then not reproduce, and the error says so.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        replay: Callable[[Any, NonFiniteGuard], None],
+        on_error: Callable[[NonFiniteError], None] | None = None,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        self.model, self.replay, self.on_error = model, replay, on_error
+        self.bad = torch.zeros((), device=device)  # 1.0 from the first non-finite step on (float: as found_inf)
+        self._pending: list[tuple[int, Any, torch.Tensor]] = []  # (step, batch, flag) since the last check
+
+    def observe(self, step: int, batch: Any, loss: torch.Tensor, grad_norm: torch.Tensor | None = None) -> None:
+        """Fold this step's loss (and gradient norm, unless fp16 loss scaling makes inf gradients on purpose) into
+        the flag; keeps a reference to the batch for a replay. No host synchronisation."""
+        flag = ~torch.isfinite(loss.detach()).all()
+        if grad_norm is not None:
+            flag = flag | ~torch.isfinite(grad_norm)
+        self._pending.append((step, batch, flag))
+        self.bad.copy_(torch.maximum(self.bad, flag.to(self.bad.dtype)))
+
+    def check(self) -> None:
+        """Read the flags of the steps observed since the last check (one synchronisation); at the first bad step,
+        replay it under :class:`NonFiniteGuard` and raise."""
+        if not self._pending:
+            return
+        flags = torch.stack([flag for _, _, flag in self._pending]).cpu()
+        pending, self._pending = self._pending, []
+        if not bool(flags.any()):
+            return
+        step, batch, _ = pending[int(flags.nonzero()[0, 0])]
+        with NonFiniteGuard(self.model, self.on_error).watch(step) as guard:
+            self.replay(batch, guard)  # runs the step's forward (and backward) and the guard's checks: raises
+        error = NonFiniteError(step, "loss or gradient", None, "not reproduced when the step was replayed")
+        if self.on_error is not None:
+            self.on_error(error)
+        raise error
 
 
 # ---------------------------------------------------------------------------------------------------------------
