@@ -45,10 +45,19 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_eval(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("eval", help="evaluate a run's best checkpoint")
+    p = sub.add_parser(
+        "eval",
+        help="evaluate a run's best checkpoint (R1@m, mIoU, R5@m, mAP@m); optionally write its predictions",
+        epilog="The predictions file is what Moment-DETR's and lighthouse's evaluators read: one JSON object per "
+        "query, {qid, query, vid, pred_relevant_windows: [[start s, end s, score], ...]}, best score first.",
+    )
     p.add_argument("run_dir")
     p.add_argument("--split", default="test")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    p.add_argument("--predictions", metavar="OUT.jsonl", help="also write each query's ranked spans to this file")
+    p.add_argument(
+        "--top", type=int, default=10, help="spans per query in --predictions (default 10; the metrics use 10)"
+    )
     p.set_defaults(handler=_lazy("tvgkit.grounding.commands", "evaluate"))
 
 
@@ -95,6 +104,12 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--clip-seconds", type=float, default=None, help="clip length (default: the run's data.synth.clip_seconds)"
+    )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object as the last line: vid, query, duration, pred_relevant_windows [[start, end, "
+        "score], ...] as in a Moment-DETR predictions file, checkpoint, backbone, unseen_words",
     )
     p.set_defaults(handler=_lazy("tvgkit.grounding.commands", "predict"))
 

@@ -121,6 +121,11 @@ def cache_root() -> Path:
     return Path(os.environ.get("TVGKIT_CACHE") or Path.home() / ".cache" / "tvgkit")
 
 
+def dataset_root(cfg: SynthConfig, cache_dir: str | Path | None = None) -> Path:
+    """Where the dataset of ``cfg`` lives (rendered or not yet): ``<cache>/synthetic/<config hash>``."""
+    return Path(cache_dir or cache_root()) / "synthetic" / config_hash(cfg)
+
+
 def _pick_objects(rng: np.random.Generator, n: int) -> list[tuple[str, str]]:
     """Distinct (colour, shape) pairs where colours repeat across shapes and shapes across colours."""
     pairs = [(str(rng.choice(COLOURS)), str(rng.choice(SHAPES)))]
@@ -369,7 +374,7 @@ def build(
 
     cfg = cfg or SynthConfig()
     check_backbone(cfg.backbone)
-    root = Path(cache_dir or cache_root()) / "synthetic" / config_hash(cfg)
+    root = dataset_root(cfg, cache_dir)
     data = SynthData(root)
     if (root / "DONE").exists():
         return data

@@ -45,6 +45,8 @@ def _train(args: argparse.Namespace, main: bool) -> int:
         if args.config is None and not args.set and main:
             print(QUICK_NOTE)
         cfg = config.load(RunConfig, args.config, args.set or [])
+        if main:
+            print(_data_line(cfg.data))
     try:
         result = train(cfg, progress=not args.quiet, resume=args.resume)
     except Interrupted as stop:
@@ -59,6 +61,18 @@ def _train(args: argparse.Namespace, main: bool) -> int:
     print("best on validation:", _fmt({k: v for k, v in m["val_best"].items() if k.startswith(("R1", "mI"))}))
     print("test:", _fmt(m["test"]))
     return 0
+
+
+def _data_line(data) -> str:
+    """Where a run's data lives: the synthetic set's cache folder (named by its config's hash), or the files."""
+    if data.dataset != "synthetic":
+        files = {k: getattr(data, k) for k in ("train", "val", "test", "features", "durations") if getattr(data, k)}
+        return "data: " + ", ".join(f"{k} {v}" for k, v in files.items())
+    from tvgkit.data.synthetic import dataset_root
+
+    root = dataset_root(data.synth)
+    state = "rendered" if (root / "DONE").exists() else "rendered now, on first use"
+    return f"data: synthetic set in {root} ({state}; features.hdf5, <split>.jsonl)"
 
 
 def baselines(args: argparse.Namespace) -> int:
@@ -84,9 +98,19 @@ def baselines(args: argparse.Namespace) -> int:
 
 
 def evaluate(args: argparse.Namespace) -> int:
-    from tvgkit.grounding.evaluate import evaluate_run
+    """``tvgkit eval``: the metrics of a run's best checkpoint; with ``--predictions`` also its ranked spans."""
+    from tvgkit.grounding.evaluate import evaluate_records, rank_run, write_predictions
+    from tvgkit.metrics import MAP_TOP
 
-    metrics = evaluate_run(args.run_dir, args.split)
+    if args.top < 1:
+        raise InputError(f"--top must be at least 1, got {args.top}")
+    if args.predictions:
+        _refuse_input_as_output(Path(args.predictions), args.run_dir)
+    records, ranked = rank_run(args.run_dir, args.split, top=max(args.top, MAP_TOP))
+    metrics = evaluate_records(ranked, records)
+    if args.predictions:
+        path = write_predictions(args.predictions, records, ranked, args.top)
+        print(f"wrote {path} ({len(records)} queries, top {args.top} spans each)")
     if args.json:
         _json_line({"run": str(args.run_dir), "split": args.split, **metrics})
     else:
@@ -94,13 +118,36 @@ def evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def synth(args: argparse.Namespace) -> int:
+def _refuse_input_as_output(out: Path, run_dir: str) -> None:
+    """Refuse an output path that is a file the command reads (the run's files, its annotations, its features)."""
     from tvgkit import config
-    from tvgkit.data.synthetic import SynthConfig, build
+    from tvgkit.data.synthetic import SynthData, dataset_root
+    from tvgkit.grounding.presets import RunConfig
+
+    if out.is_dir():
+        raise InputError(f"{out} is a folder: give a file name")
+    run = Path(run_dir)
+    inputs = [run / name for name in ("best.pt", "config.yaml", "metrics.json", "log.jsonl")]
+    if (run / "config.yaml").is_file():
+        data = config.load(RunConfig, run / "config.yaml").data
+        if data.dataset == "synthetic":
+            synth = SynthData(dataset_root(data.synth))
+            inputs += [synth.jsonl(s) for s in ("train", "val", "test")] + [synth.features]
+        else:
+            inputs += [Path(p) for p in (data.train, data.val, data.test, data.features, data.durations) if p]
+    for path in inputs:
+        if out.resolve() == path.resolve():
+            raise InputError(f"{out} is one of the command's inputs: write the output elsewhere")
+
+
+def synth(args: argparse.Namespace) -> int:
+    """``tvgkit synth``: says where the dataset lives (before rendering it, which can take minutes), then its files."""
+    from tvgkit import config
+    from tvgkit.data.synthetic import SynthConfig, build, dataset_root
 
     cfg = config.load(SynthConfig, None, args.set or [])
+    print(f"synthetic dataset: {dataset_root(cfg, args.cache_dir)} (a folder named by the hash of its config)")
     data = build(cfg, cache_dir=args.cache_dir, progress=not args.quiet)
-    print(f"synthetic dataset: {data.root}")
     for split in ("train", "val", "test"):
         print(f"  {split}: {data.jsonl(split)}  |  {data.charades_txt(split)}")
     print(f"  durations: {data.durations}\n  features: {data.features}")
@@ -175,6 +222,9 @@ def predict(args: argparse.Namespace) -> int:
             print(f"tvgkit predict: warning: {warning.message}", file=sys.stderr)
         else:
             warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+    if args.json:
+        _json_line(result.as_json())
+        return 0
     print(f'{result.video} ({result.duration:.1f} s), query "{result.query}":')
     print(f"checkpoint {result.checkpoint}, backbone {result.backbone or 'unknown (not recorded by the run)'}")
     print(f"{'rank':>4} {'start':>7} {'end':>7} {'score':>7}")

@@ -47,6 +47,8 @@ def load_splits(cfg: DataConfig, progress: bool = True) -> Splits:
         if cfg.dataset == "files" and say:  # one's own annotations: show what the clean-up repaired or dropped
             print(report.summary())
     store = open_features(features)
+    if cfg.clip_seconds is not None:
+        store.clip_seconds = cfg.clip_seconds
     records, coverage = check_coverage(store, records, cfg.feature_dim, cfg.skip_missing_features)
     if coverage.n_skipped and say:
         print(coverage)
