@@ -1,23 +1,25 @@
 """The kit's one time convention: which seconds a clip covers, and how spans move between seconds and clips.
 
-**Clip i covers the seconds [i * c, (i + 1) * c)**, c being the clip length, cut at the video's duration D: when D is
-not a whole number of clips, the last clip is partial (it covers [(n - 1) * c, D)). This is Moment-DETR's and
-lighthouse's convention (c = 2 s on QVHighlights), so a field model reading the kit's features needs no guess.
+**Clip i covers the seconds [i * c, (i + 1) * c)**, c being the clip length, **and the last clip ends at the
+duration D**: it is partial when D is not a whole number of clips (Moment-DETR's and lighthouse's convention, c = 2 s
+on QVHighlights, so a field model reading the kit's features needs no guess), and it reaches D when a video's last
+frames made no clip of their own (a rendered video has int(D * fps) frames, which can fall short of D by less than
+1 / fps: at the kit's 4 fps its clips end up to 0.24 s before D).
 
 - The extractor (:func:`tvgkit.data.extract.clip_features`) pools the frames at times [i * c, (i + 1) * c) into clip
   i (a last partial clip is kept); :func:`tvgkit.data.extract.read_frames` samples a file at t = 0, 1/fps, ...;
-  the renderer (:mod:`tvgkit.data.synthetic`) draws frame f at t = f / fps. A rendered video has int(D * fps)
-  frames, so its last frames may fall short of D by less than 1 / fps: its n clips then end at n * c < D (by at most
-  0.24 s at the kit's 4 fps), and a time past n * c belongs to the last clip.
-- The model works on that grid of n clips: a time t is the fraction t / (n * c) (:func:`to_grid`, clamped to
-  [0, 1]); a decoded span goes back to seconds by the same factor, clamped to [0, D] (:func:`to_seconds`). Longer
-  videos pooled to ``data.max_clips`` clips keep the grid's length n * c.
+  the renderer (:mod:`tvgkit.data.synthetic`) draws frame f at t = f / fps.
+- The model works in clip coordinates: time t lies at x = t / c in clip x (the last clip stretched or cut to end at
+  D), as the fraction x / n of the n clips (:meth:`Clips.to_grid`, targets); a decoded span goes back to seconds by
+  the inverse map (:meth:`Clips.to_seconds`), so a span is never cut off at the video's end. Videos pooled to
+  ``data.max_clips`` clips keep the same fractions.
 - Features that do not record their clip length (the public layouts: 2D-TAN's HDF5, ActivityNet's C3D, folders of
   .npy / .npz) are taken to spread evenly over the duration, c = D / n, which is what those files mean, unless
   ``data.clip_seconds`` gives c. ``tvgkit extract`` and the synthetic set record c (HDF5 attribute
-  ``clip_seconds``).
+  ``clip_seconds``). Clips that would start at or past D ((n - 1) * c >= D: features that do not fit the duration)
+  fall back to the even spread too.
 
-Before this convention the kit stretched every video's clips evenly over its duration (c = D / n for all features),
+Before this convention the kit spread every video's clips evenly over its duration (c = D / n for all features),
 moving a time by up to 3.7% of the video at its end on the synthetic set.
 """
 
@@ -25,10 +27,58 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
 from tvgkit.data.records import Record
+
+
+@dataclass(frozen=True)
+class Clips:
+    """A video's ``n`` clips of ``seconds`` each on its time axis, the last one ending at ``duration``."""
+
+    n: int
+    seconds: float
+    duration: float
+
+    @classmethod
+    def of(cls, n: int, duration: float, clip_seconds: float | None) -> Clips:
+        """The convention's clips; without a known clip length (or one that does not fit), the even spread."""
+        c = clip_seconds if clip_seconds and (n - 1) * clip_seconds < duration else duration / n
+        return cls(int(n), float(c), float(duration))
+
+    def _knots(self) -> tuple[list[float], list[float]]:
+        """Seconds and clip coordinates at the start, at the last clip's start and at the end."""
+        if self.n == 1:
+            return [0.0, self.duration], [0.0, 1.0]
+        last = (self.n - 1) * self.seconds
+        return [0.0, last, self.duration], [0.0, self.n - 1.0, float(self.n)]
+
+    def to_grid(self, seconds) -> np.ndarray:
+        """Times in seconds as fractions of the clips (``x / n``), clamped to [0, 1]."""
+        t, x = self._knots()
+        return np.interp(np.asarray(seconds, np.float64), t, x) / self.n
+
+    def to_seconds(self, fractions) -> np.ndarray:
+        """Fractions of the clips back in seconds, within [0, duration]."""
+        t, x = self._knots()
+        return np.interp(np.asarray(fractions, np.float64) * self.n, x, t)
+
+    def window(self, i: int) -> tuple[float, float]:
+        """The seconds clip ``i`` covers: ``[i * c, (i + 1) * c)``, the last one up to the duration."""
+        return i * self.seconds, self.duration if i == self.n - 1 else min((i + 1) * self.seconds, self.duration)
+
+    def at(self, t: float) -> int:
+        """The clip covering time ``t`` (a time past the last clip's start belongs to the last clip)."""
+        return min(max(math.floor(t / self.seconds), 0), self.n - 1)
+
+    def overlapping(self, window: Sequence[float]) -> list[int]:
+        """The clips a window overlaps by more than nothing (``floor(start / c)`` to ``ceil(end / c) - 1``)."""
+        start, end = window
+        first = self.at(start)
+        last = min(max(math.ceil(end / self.seconds) - 1, first), self.n - 1)
+        return list(range(first, last + 1))
 
 
 def clip_seconds_of(features) -> float | None:
@@ -37,56 +87,23 @@ def clip_seconds_of(features) -> float | None:
     return None if value is None else float(value)
 
 
-def grid_seconds(n_clips: int, duration: float, clip_seconds: float | None) -> float:
-    """The seconds a video's clip grid spans: ``n_clips * clip_seconds``, or the duration when c is not known."""
-    return n_clips * clip_seconds if clip_seconds else float(duration)
-
-
 def n_clips(features: Mapping[str, np.ndarray], vid: str) -> int:
     """A video's number of clips, read without loading its features where the store can (HDF5, .npy)."""
     shape = getattr(features, "shape", None)
     return int(shape(vid)[0]) if callable(shape) else len(features[vid])
 
 
-def grids(records: Sequence[Record], features: Mapping[str, np.ndarray]) -> np.ndarray:
-    """:func:`grid_seconds` of every record's video: float64 ``[N]``."""
+def clips_of(records: Sequence[Record], features: Mapping[str, np.ndarray]) -> list[Clips]:
+    """The :class:`Clips` of every record's video (its number of clips read from ``features``)."""
     c = clip_seconds_of(features)
     counts: dict[str, int] = {}
-    out = []
     for r in records:
         if r.vid not in counts:
             counts[r.vid] = n_clips(features, r.vid)
-        out.append(grid_seconds(counts[r.vid], r.duration, c))
-    return np.array(out, dtype=np.float64)
+    return [Clips.of(counts[r.vid], r.duration, c) for r in records]
 
 
-def to_grid(window: Sequence[float], grid: float) -> tuple[float, float]:
-    """A window in seconds as fractions of the clip grid, clamped to [0, 1] (the model's targets)."""
-    start, end = window
-    return min(max(start / grid, 0.0), 1.0), min(max(end / grid, 0.0), 1.0)
-
-
-def to_seconds(spans: np.ndarray, grid: np.ndarray, duration: np.ndarray) -> np.ndarray:
-    """Spans as fractions of the grid (``[N, ..., 2]``) in seconds, clamped to each video's ``[0, duration]``."""
+def to_seconds(spans: np.ndarray, clips: Sequence[Clips]) -> np.ndarray:
+    """Spans ``[N, ..., 2]`` as fractions of each record's clips, in seconds."""
     spans = np.asarray(spans, dtype=np.float64)
-    shape = (-1,) + (1,) * (spans.ndim - 1)
-    grid, duration = np.asarray(grid, np.float64).reshape(shape), np.asarray(duration, np.float64).reshape(shape)
-    return np.clip(spans * grid, 0.0, duration)
-
-
-def clip_window(i: int, clip_seconds: float, duration: float) -> tuple[float, float]:
-    """The seconds clip ``i`` covers: ``[i * c, min((i + 1) * c, duration))``."""
-    return i * clip_seconds, min((i + 1) * clip_seconds, duration)
-
-
-def clip_at(t: float, clip_seconds: float, n: int) -> int:
-    """The clip covering time ``t`` among ``n`` clips (a time past the last clip's end belongs to the last clip)."""
-    return min(max(math.floor(t / clip_seconds), 0), n - 1)
-
-
-def clips_in(window: Sequence[float], clip_seconds: float, n: int) -> list[int]:
-    """The clips a window overlaps (by more than nothing): ``floor(start / c)`` to ``ceil(end / c) - 1``, within n."""
-    start, end = window
-    first = clip_at(start, clip_seconds, n)
-    last = min(max(math.ceil(end / clip_seconds) - 1, first), n - 1)
-    return list(range(first, last + 1))
+    return np.stack([c.to_seconds(s) for c, s in zip(clips, spans, strict=True)]) if len(spans) else spans

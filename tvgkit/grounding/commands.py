@@ -233,6 +233,35 @@ def predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def export(args: argparse.Namespace) -> int:
+    """``tvgkit export``: the config's dataset (after the clean-up and coverage checks a run would do) in the
+    Moment-DETR / lighthouse layout, and the ``tvgkit train`` line that reads it back."""
+    from tvgkit import config
+    from tvgkit.data.export import export_moment_detr
+    from tvgkit.grounding.presets import RunConfig
+    from tvgkit.grounding.splits import load_splits
+
+    cfg = config.load(RunConfig, args.config, args.set or [])
+    print(_data_line(cfg.data))
+    out = Path(args.out)
+    inputs = [Path(p).resolve() for p in (cfg.data.train, cfg.data.val, cfg.data.test, cfg.data.durations) if p]
+    clash = [p for p in (out / f"{s}.jsonl" for s in ("train", "val", "test")) if p.resolve() in inputs]
+    if clash:
+        raise InputError(f"{clash[0]} is one of the export's inputs: export into another folder")
+    splits = load_splits(cfg.data, progress=True)
+    written = export_moment_detr(splits.records, splits.features, out)
+    clip = splits.features.clip_seconds
+    n_vids = len(list(written["features"].glob("*.npz")))
+    print(f"wrote {written['features']} ({n_vids} videos, clip length {clip if clip else 'not recorded'} s)")
+    for split in splits.records:
+        print(f"wrote {written[split]} ({len(splits.records[split])} queries)")
+    sets = [f"data.{s}={written[s]}" for s in ("train", "val", "test") if s in written]
+    sets = ["data.dataset=files", f"data.features={written['features']}", *sets]
+    sets += [f"data.clip_seconds={clip}"] if clip else []
+    print("train on it: tvgkit train " + " ".join(f"--set {s}" for s in sets))
+    return 0
+
+
 def runs_table(runs_dir: str | Path = "runs"):
     """A pandas table of finished runs: the config keys that differ between them, and their test metrics."""
     import pandas as pd

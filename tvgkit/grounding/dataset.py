@@ -92,9 +92,9 @@ class GroundingDataset(Dataset):
                 lengths[r.vid] = len(feats)
                 videos[r.vid] = resample(feats, max_clips)[0] if len(feats) > max_clips else feats
         self.videos = videos
-        # Seconds of each record's clip grid: the targets are fractions of it (tvgkit.data.timeline).
+        # Each record's clips on its time axis: the targets are fractions of them (tvgkit.data.timeline).
         c = timeline.clip_seconds_of(features)
-        self.grid = np.array([timeline.grid_seconds(lengths[r.vid], r.duration, c) for r in self.records])
+        self.clips = [timeline.Clips.of(lengths[r.vid], r.duration, c) for r in self.records]
         queries = ["" if query_blind else r.query for r in self.records]
         prompts = sorted({fill_template(t, q) for q in queries for t in templates})
         encoded = dict(zip(prompts, tokenizer(prompts, add_special_tokens=True)["input_ids"], strict=False))
@@ -118,7 +118,8 @@ class GroundingDataset(Dataset):
 
     def __getitem__(self, index: int) -> Item:
         r = self.records[index]
-        return Item(self.videos[r.vid], self.ids[index], timeline.to_grid(r.window, self.grid[index]), index)
+        start, end = self.clips[index].to_grid(r.window).tolist()
+        return Item(self.videos[r.vid], self.ids[index], (start, end), index)
 
 
 def feature_stats(dataset: GroundingDataset) -> tuple[torch.Tensor, torch.Tensor]:

@@ -83,9 +83,8 @@ def predict(model: GroundingModel, data_loader, device: torch.device, ensemble: 
 
 def in_seconds(rows: np.ndarray, records: list[Record], features) -> Ranked:
     """Rows of :func:`predict_ranked` (fractions of each video's clip grid) as a :class:`Ranked` in seconds."""
-    durations = np.array([r.duration for r in records], dtype=np.float64)
-    spans = timeline.to_seconds(rows[..., :2], timeline.grids(records, features), durations)
-    return Ranked(spans, rows[..., 2].astype(np.float64))
+    spans = timeline.to_seconds(rows[..., :2], timeline.clips_of(records, features))
+    return Ranked(spans.reshape(rows[..., :2].shape), rows[..., 2].astype(np.float64))
 
 
 def predict_split(run: Run, split: str) -> Ranked:
@@ -111,7 +110,7 @@ def write_predictions(path: str | Path, records: list[Record], ranked: Ranked, t
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", encoding="utf-8") as handle:
         for i, r in enumerate(records):
-            windows = [[round(float(s), 4), round(float(e), 4), round(float(c), 6)] for s, e, c in ranked.rows(i)[:top]]
+            windows = [[float(s), float(e), float(c)] for s, e, c in ranked.rows(i)[:top]]  # exactly what is scored
             item = {"qid": r.qid, "query": r.query, "vid": r.vid, "pred_relevant_windows": windows}
             handle.write(json.dumps(item) + "\n")
     return path

@@ -127,8 +127,7 @@ def predict_video(
             stacklevel=2,
         )
     rows = np.array(_top_spans(model, tokenizer, templates, query, feats, cfg.data.max_clips, top))
-    grid = timeline.grid_seconds(len(feats), duration, clip_seconds)  # the time convention of tvgkit.data.timeline
-    seconds = timeline.to_seconds(rows[None, :, :2], np.array([grid]), np.array([duration]))[0]
+    seconds = timeline.Clips.of(len(feats), duration, clip_seconds).to_seconds(rows[:, :2])  # tvgkit.data.timeline
     rows = [(float(s), float(e), float(score)) for (s, e), score in zip(seconds, rows[:, 2], strict=True)]
     checkpoint = Path(run_dir) / "best.pt"
     return Prediction(str(video), query, duration, rows, checkpoint, backbone, unseen)
