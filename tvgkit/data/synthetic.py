@@ -8,7 +8,8 @@ can solve it. Durations and moment lengths follow Charades-STA (videos about 30 
 
 The frames go through :mod:`tvgkit.data.extract` exactly as a user's video would; the dataset is written in the
 field's formats (features HDF5, Charades-STA text + durations JSON, JSONL) under a folder named by the hash of its
-configuration, so a second run reuses it.
+configuration, so a second run reuses it. Times follow the kit's convention (:mod:`tvgkit.data.timeline`): frame
+f shows the video at f / fps seconds, and clip i pools the frames in [i * c, (i + 1) * c).
 """
 
 from __future__ import annotations
