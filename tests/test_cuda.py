@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from tvgkit import runtime
+from tvgkit.data import timeline
 from tvgkit.grounding import checkpoint, evaluate, objective
 from tvgkit.grounding import train as train_module
 from tvgkit.grounding.evaluate import evaluate_run, load_run, predict, predict_run
@@ -81,7 +82,7 @@ def _cfg(root, name: str, *overrides: str):
 
 def _assert_finite_run(result) -> None:
     test = result.metrics["test"]
-    assert set(test) == {"R1@0.1", "R1@0.3", "R1@0.5", "R1@0.7", "mIoU"}
+    assert {"R1@0.1", "R1@0.3", "R1@0.5", "R1@0.7", "mIoU", "R5@0.5", "mAP@avg"} <= set(test)
     assert all(math.isfinite(v) and 0 <= v <= 100 for v in test.values()), test
     losses = [e["loss"] for e in result.history if "loss" in e]
     assert len(losses) == result.metrics["steps"] == 2 * EPOCHS
@@ -186,8 +187,8 @@ def test_best_checkpoint_from_cuda_loads_on_cpu_and_predicts_the_same(cuda_run) 
     loader = trainer.eval_loaders["test"]
     ensemble = cfg.model.prompt_ensemble
     ps, pe, n_valid = _probs(cpu_model, loader, torch.device("cpu"), ensemble)
-    durations = torch.tensor([r.duration for r in records], dtype=torch.float64)[:, None]
-    cpu_spans = torch.from_numpy(seconds) / durations
+    clips = timeline.clips_of(records, trainer.splits.features)  # seconds -> fractions of the clips, as decoded
+    cpu_spans = torch.tensor([c.to_grid(s).tolist() for c, s in zip(clips, seconds, strict=True)])
     _assert_top_scoring(cpu_spans, ps, pe, n_valid, rtol=1e-5)  # the CPU path itself agrees with our scoring
     # The CUDA run's own test predictions (autocast) pick spans that score as high, within AMP tolerance.
     cuda_spans = torch.from_numpy(trainer._predict("test"))

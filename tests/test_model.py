@@ -113,11 +113,29 @@ def test_offsets_move_boundaries_inside_their_clips() -> None:
     off_s, off_e = torch.full((1, 10), 0.5), torch.full((1, 10), 0.1)
     exact, _ = decode_spans(ps, pe, n, offsets=(off_s, off_e))
     assert exact[0, 0].tolist() == pytest.approx([0.35, 0.71])
-    # an end offset that would put the end before the start inside one clip is held at the start
+    # an end offset that would put the end before the start inside one clip is held at the start (min_clips=0) ...
     ps2, pe2 = torch.zeros(1, 10), torch.zeros(1, 10)
     ps2[0, 4] = pe2[0, 4] = 1.0
-    same, _ = decode_spans(ps2, pe2, n, offsets=(torch.full((1, 10), 0.8), torch.full((1, 10), 0.2)))
+    crossing = (torch.full((1, 10), 0.8), torch.full((1, 10), 0.2))
+    same, _ = decode_spans(ps2, pe2, n, offsets=crossing, min_clips=0)
     assert same[0, 0].tolist() == pytest.approx([0.48, 0.48])
+    # ... and by default widened to one clip about its centre 4.8: [4.3, 5.3] of 10 clips
+    widened, _ = decode_spans(ps2, pe2, n, offsets=crossing)
+    assert widened[0, 0].tolist() == pytest.approx([0.43, 0.53])
+
+
+def test_no_decoded_span_is_shorter_than_one_clip() -> None:
+    n = torch.tensor([10])
+    ps, pe = torch.zeros(1, 10), torch.zeros(1, 10)
+    ps[0, 9] = pe[0, 9] = 1.0  # a 0.1-clip span at 9.85 in the last clip: widened inside the video, to [9, 10]
+    last, _ = decode_spans(ps, pe, n, offsets=(torch.full((1, 10), 0.8), torch.full((1, 10), 0.9)))
+    assert last[0, 0].tolist() == pytest.approx([0.9, 1.0])
+    ps, pe = torch.rand(4, 10).softmax(-1), torch.rand(4, 10).softmax(-1)
+    spans, _ = decode_spans(ps, pe, n.repeat(4), k=20, offsets=(torch.rand(4, 10), torch.rand(4, 10)))
+    assert ((spans[..., 1] - spans[..., 0]) * 10 >= 1 - 1e-6).all()
+    # a regression head's span too: [0.5, 0.5] of 4 clips -> one clip about 2.0 = [1.5, 2.5] / 4
+    regressed, _ = decode([{"span": torch.tensor([[0.5, 0.5]])}], torch.ones(1, 4, dtype=torch.long))
+    assert regressed[0, 0].tolist() == pytest.approx([0.375, 0.625])
 
 
 def test_span_loss_has_an_offset_term_only_with_offsets() -> None:

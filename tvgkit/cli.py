@@ -56,10 +56,19 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_eval(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("eval", help="evaluate a run's best checkpoint")
+    p = sub.add_parser(
+        "eval",
+        help="evaluate a run's best checkpoint (R1@m, mIoU, R5@m, mAP@m); optionally write its predictions",
+        epilog="The predictions file is what Moment-DETR's and lighthouse's evaluators read: one JSON object per "
+        "query, {qid, query, vid, pred_relevant_windows: [[start s, end s, score], ...]}, best score first.",
+    )
     p.add_argument("run_dir")
     p.add_argument("--split", default="test")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    p.add_argument("--predictions", metavar="OUT.jsonl", help="also write each query's ranked spans to this file")
+    p.add_argument(
+        "--top", type=int, default=10, help="spans per query in --predictions (default 10; the metrics use 10)"
+    )
     p.set_defaults(handler=_lazy("tvgkit.grounding.commands", "evaluate"))
 
 
@@ -107,7 +116,28 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--clip-seconds", type=float, default=None, help="clip length (default: the run's data.synth.clip_seconds)"
     )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object as the last line: vid, query, duration, pred_relevant_windows [[start, end, "
+        "score], ...] as in a Moment-DETR predictions file, checkpoint, backbone, unseen_words",
+    )
     p.set_defaults(handler=_lazy("tvgkit.grounding.commands", "predict"))
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export",
+        help="write a run config's dataset (synthetic or data.dataset=files) in Moment-DETR / lighthouse's layout",
+        epilog="OUT/features/<vid>.npz (key 'features', [clips, dim]) and OUT/<split>.jsonl with qid, query, vid, "
+        "duration, relevant_windows, relevant_clip_ids (the clips a window overlaps; clip i covers [i*c, (i+1)*c) "
+        "seconds) and saliency_scores: the sources have none, so each relevant clip gets 3 equal scores "
+        "max(1, floor(4*f + 0.5)), f the fraction of the clip the moment covers.",
+    )
+    p.add_argument("config", nargs="?", default=None, help="YAML run config (default: the quick synthetic set)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key, e.g. data.max_clips=128")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder to write into")
+    p.set_defaults(handler=_lazy("tvgkit.grounding.commands", "export"))
 
 
 def _add_runs(sub: argparse._SubParsersAction) -> None:
@@ -132,7 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tvgkit", description="tvgkit: train, evaluate and inspect grounding runs.")
     parser.add_argument("--version", action="version", version=f"tvgkit {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_train, _add_eval, _add_baselines, _add_synth, _add_extract, _add_predict, _add_runs):
+    adders = (_add_train, _add_eval, _add_baselines, _add_synth, _add_extract, _add_predict, _add_export, _add_runs)
+    for add in adders:
         add(sub)
     return parser
 

@@ -101,7 +101,11 @@ def _diff_energy(prev: np.ndarray, frame: np.ndarray) -> np.ndarray:
 
 
 def clip_features(frames: Iterable[np.ndarray], fps: float, clip_seconds: float = 1.0) -> np.ndarray:
-    """Per-clip features of a frame sequence: float32 [n_clips, FEATURE_DIM] (a last partial clip is kept)."""
+    """Per-clip features of a frame sequence: float32 [n_clips, FEATURE_DIM] (a last partial clip is kept).
+
+    Clip i pools frames ``i * round(fps * clip_seconds)`` onwards, the frames shown in [i * c, (i + 1) * c) seconds:
+    the kit's time convention (:mod:`tvgkit.data.timeline`).
+    """
     per_clip = max(1, round(fps * clip_seconds))
     clips: list[np.ndarray] = []
     stats: list[np.ndarray] = []

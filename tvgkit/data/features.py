@@ -95,6 +95,11 @@ class FeatureStore:
         else:
             self.vids = sorted(p.stem for p in self.path.glob(f"*.{self.layout}"))
         self._vid_set = set(self.vids)
+        #: The clip length in seconds when the file records it (``tvgkit extract``, the synthetic set), else None:
+        #: see :mod:`tvgkit.data.timeline` for what each case means; ``data.clip_seconds`` sets it.
+        self.clip_seconds: float | None = None
+        if "clip_seconds" in self.attrs:
+            self.clip_seconds = float(self.attrs["clip_seconds"])
 
     @contextlib.contextmanager
     def _reading(self, vid: str) -> Iterator[None]:

@@ -26,7 +26,8 @@ class Record:
         return self.windows[0]
 
     def normalised(self) -> tuple[float, float]:
-        """The first window divided by the duration: the regression target in [0, 1]."""
+        """The first window divided by the duration (the blind baselines' coordinates; the model's targets are
+        fractions of the clips, :mod:`tvgkit.data.timeline`)."""
         start, end = self.window
         return start / self.duration, end / self.duration
 

@@ -8,7 +8,8 @@ can solve it. Durations and moment lengths follow Charades-STA (videos about 30 
 
 The frames go through :mod:`tvgkit.data.extract` exactly as a user's video would; the dataset is written in the
 field's formats (features HDF5, Charades-STA text + durations JSON, JSONL) under a folder named by the hash of its
-configuration, so a second run reuses it.
+configuration, so a second run reuses it. Times follow the kit's convention (:mod:`tvgkit.data.timeline`): frame
+f shows the video at f / fps seconds, and clip i pools the frames in [i * c, (i + 1) * c).
 """
 
 from __future__ import annotations
@@ -132,6 +133,11 @@ def config_hash(cfg: SynthConfig) -> str:
 def cache_root() -> Path:
     """``$TVGKIT_CACHE`` or ``~/.cache/tvgkit``: where rendered datasets and trained tokenizers are kept."""
     return Path(os.environ.get("TVGKIT_CACHE") or Path.home() / ".cache" / "tvgkit")
+
+
+def dataset_root(cfg: SynthConfig, cache_dir: str | Path | None = None) -> Path:
+    """Where the dataset of ``cfg`` lives (rendered or not yet): ``<cache>/synthetic/<config hash>``."""
+    return Path(cache_dir or cache_root()) / "synthetic" / config_hash(cfg)
 
 
 def _pick_objects(rng: np.random.Generator, n: int) -> list[tuple[str, str]]:
@@ -382,7 +388,7 @@ def build(
 
     cfg = cfg or SynthConfig()
     check_backbone(cfg.backbone)
-    root = Path(cache_dir or cache_root()) / "synthetic" / config_hash(cfg)
+    root = dataset_root(cfg, cache_dir)
     data = SynthData(root)
     if (root / "DONE").exists():
         return data

@@ -91,6 +91,8 @@ def _train(args: argparse.Namespace, main: bool) -> int:
         if name is not None and name not in PRESETS:
             raise InputError(f"--preset {name!r}: not a preset; choose from {', '.join(sorted(PRESETS))}")
         cfg = config.load(RunConfig, args.config, [*PRESETS.get(name or "quick", []), *(args.set or [])])
+        if main:
+            print(_data_line(cfg.data))
     try:
         with warning_lines("train", SplitWarning):
             result = train(cfg, progress=not args.quiet, resume=args.resume)
@@ -120,6 +122,18 @@ def _last_good(run_dir: Path) -> str:
     return f"none written (nothing under {run_dir})"
 
 
+def _data_line(data) -> str:
+    """Where a run's data lives: the synthetic set's cache folder (named by its config's hash), or the files."""
+    if data.dataset != "synthetic":
+        files = {k: getattr(data, k) for k in ("train", "val", "test", "features", "durations") if getattr(data, k)}
+        return "data: " + ", ".join(f"{k} {v}" for k, v in files.items())
+    from tvgkit.data.synthetic import dataset_root
+
+    root = dataset_root(data.synth)
+    state = "rendered" if (root / "DONE").exists() else "rendered now, on first use"
+    return f"data: synthetic set in {root} ({state}; features.hdf5, <split>.jsonl)"
+
+
 def baselines(args: argparse.Namespace) -> int:
     """``tvgkit baselines``: on ``synthetic`` the video-blind priors plus the query-blind trained model."""
     from tvgkit.grounding import baselines as blind
@@ -143,11 +157,21 @@ def baselines(args: argparse.Namespace) -> int:
 
 
 def evaluate(args: argparse.Namespace) -> int:
-    from tvgkit.grounding.evaluate import evaluate_run
+    """``tvgkit eval``: the metrics of a run's best checkpoint; with ``--predictions`` also its ranked spans."""
+    from tvgkit.grounding.evaluate import evaluate_records, rank_run, write_predictions
     from tvgkit.grounding.splits import SplitWarning
+    from tvgkit.metrics import MAP_TOP
 
+    if args.top < 1:
+        raise InputError(f"--top must be at least 1, got {args.top}")
+    if args.predictions:
+        _refuse_input_as_output(Path(args.predictions), args.run_dir)
     with warning_lines("eval", SplitWarning):
-        metrics = evaluate_run(args.run_dir, args.split)
+        records, ranked = rank_run(args.run_dir, args.split, top=max(args.top, MAP_TOP))
+    metrics = evaluate_records(ranked, records)
+    if args.predictions:
+        path = write_predictions(args.predictions, records, ranked, args.top)
+        print(f"wrote {path} ({len(records)} queries, top {args.top} spans each)")
     if args.json:
         _json_line({"run": str(args.run_dir), "split": args.split, **metrics})
     else:
@@ -155,13 +179,36 @@ def evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def synth(args: argparse.Namespace) -> int:
+def _refuse_input_as_output(out: Path, run_dir: str) -> None:
+    """Refuse an output path that is a file the command reads (the run's files, its annotations, its features)."""
     from tvgkit import config
-    from tvgkit.data.synthetic import SynthConfig, build
+    from tvgkit.data.synthetic import SynthData, dataset_root
+    from tvgkit.grounding.presets import RunConfig
+
+    if out.is_dir():
+        raise InputError(f"{out} is a folder: give a file name")
+    run = Path(run_dir)
+    inputs = [run / name for name in ("best.pt", "config.yaml", "metrics.json", "log.jsonl")]
+    if (run / "config.yaml").is_file():
+        data = config.load(RunConfig, run / "config.yaml").data
+        if data.dataset == "synthetic":
+            synth = SynthData(dataset_root(data.synth))
+            inputs += [synth.jsonl(s) for s in ("train", "val", "test")] + [synth.features]
+        else:
+            inputs += [Path(p) for p in (data.train, data.val, data.test, data.features, data.durations) if p]
+    for path in inputs:
+        if out.resolve() == path.resolve():
+            raise InputError(f"{out} is one of the command's inputs: write the output elsewhere")
+
+
+def synth(args: argparse.Namespace) -> int:
+    """``tvgkit synth``: says where the dataset lives (before rendering it, which can take minutes), then its files."""
+    from tvgkit import config
+    from tvgkit.data.synthetic import SynthConfig, build, dataset_root
 
     cfg = config.load(SynthConfig, None, args.set or [])
+    print(f"synthetic dataset: {dataset_root(cfg, args.cache_dir)} (a folder named by the hash of its config)")
     data = build(cfg, cache_dir=args.cache_dir, progress=not args.quiet)
-    print(f"synthetic dataset: {data.root}")
     for split in ("train", "val", "test"):
         print(f"  {split}: {data.jsonl(split)}  |  {data.charades_txt(split)}")
     print(f"  durations: {data.durations}\n  features: {data.features}")
@@ -253,11 +300,43 @@ def predict(args: argparse.Namespace) -> int:
         result = predict_video(
             args.run_dir, args.video, args.query, args.top, args.fps, args.clip_seconds, vid=args.vid
         )
+    if args.json:
+        _json_line(result.as_json())
+        return 0
     print(f'{result.video} ({result.duration:.1f} s), query "{result.query}":')
     print(f"checkpoint {result.checkpoint}, backbone {result.backbone or 'unknown (not recorded by the run)'}")
     print(f"{'rank':>4} {'start':>7} {'end':>7} {'score':>7}")
     for rank, (start, end, score) in enumerate(result.spans, 1):
         print(f"{rank:>4} {start:7.2f} {end:7.2f} {score:7.3f}")
+    return 0
+
+
+def export(args: argparse.Namespace) -> int:
+    """``tvgkit export``: the config's dataset (after the clean-up and coverage checks a run would do) in the
+    Moment-DETR / lighthouse layout, and the ``tvgkit train`` line that reads it back."""
+    from tvgkit import config
+    from tvgkit.data.export import export_moment_detr
+    from tvgkit.grounding.presets import RunConfig
+    from tvgkit.grounding.splits import load_splits
+
+    cfg = config.load(RunConfig, args.config, args.set or [])
+    print(_data_line(cfg.data))
+    out = Path(args.out)
+    inputs = [Path(p).resolve() for p in (cfg.data.train, cfg.data.val, cfg.data.test, cfg.data.durations) if p]
+    clash = [p for p in (out / f"{s}.jsonl" for s in ("train", "val", "test")) if p.resolve() in inputs]
+    if clash:
+        raise InputError(f"{clash[0]} is one of the export's inputs: export into another folder")
+    splits = load_splits(cfg.data, progress=True)
+    written = export_moment_detr(splits.records, splits.features, out)
+    clip = splits.features.clip_seconds
+    n_vids = len(list(written["features"].glob("*.npz")))
+    print(f"wrote {written['features']} ({n_vids} videos, clip length {clip if clip else 'not recorded'} s)")
+    for split in splits.records:
+        print(f"wrote {written[split]} ({len(splits.records[split])} queries)")
+    sets = [f"data.{s}={written[s]}" for s in ("train", "val", "test") if s in written]
+    sets = ["data.dataset=files", f"data.features={written['features']}", *sets]
+    sets += [f"data.clip_seconds={clip}"] if clip else []
+    print("train on it: tvgkit train " + " ".join(f"--set {s}" for s in sets))
     return 0
 
 

@@ -1,8 +1,9 @@
 """Torch datasets and loaders for grounding: records + feature store -> batches of video tokens and prompts.
 
 A batch holds the video clips padded to the longest in the batch with a mask, the prompt token ids for every
-template, and the target span normalised by the duration. Evaluation loaders never shuffle and never drop a sample
-(the seeds lost weeks to a test loader that did both): :func:`loader` decides from ``train``, not from the caller.
+template, and the target span as fractions of the clip grid (tvgkit.data.timeline). Evaluation loaders never
+shuffle and never drop a sample (the seeds lost weeks to a test loader that did both): :func:`loader` decides from
+``train``, not from the caller.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
+from tvgkit.data import timeline
 from tvgkit.data.features import resample
 from tvgkit.data.records import Record
 from tvgkit.errors import InputError
@@ -83,11 +85,16 @@ class GroundingDataset(Dataset):
         self.records = list(records)
         self.max_clips = max_clips
         videos: dict[str, np.ndarray] = {}
+        lengths: dict[str, int] = {}
         for r in self.records:
             if r.vid not in videos:
                 feats = np.asarray(features[r.vid], np.float32)
+                lengths[r.vid] = len(feats)
                 videos[r.vid] = resample(feats, max_clips)[0] if len(feats) > max_clips else feats
         self.videos = videos
+        # Each record's clips on its time axis: the targets are fractions of them (tvgkit.data.timeline).
+        c = timeline.clip_seconds_of(features)
+        self.clips = [timeline.Clips.of(lengths[r.vid], r.duration, c) for r in self.records]
         queries = ["" if query_blind else r.query for r in self.records]
         prompts = sorted({fill_template(t, q) for q in queries for t in templates})
         encoded = dict(zip(prompts, tokenizer(prompts, add_special_tokens=True)["input_ids"], strict=False))
@@ -111,8 +118,8 @@ class GroundingDataset(Dataset):
 
     def __getitem__(self, index: int) -> Item:
         r = self.records[index]
-        start, end = r.normalised()
-        return Item(self.videos[r.vid], self.ids[index], (min(max(start, 0.0), 1.0), min(end, 1.0)), index)
+        start, end = self.clips[index].to_grid(r.window).tolist()
+        return Item(self.videos[r.vid], self.ids[index], (start, end), index)
 
 
 def feature_stats(dataset: GroundingDataset) -> tuple[torch.Tensor, torch.Tensor]:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tvgkit.data import timeline
 from tvgkit.errors import InputError
 
 FEATURE_SUFFIXES = (".hdf5", ".h5")
@@ -40,6 +41,19 @@ class Prediction:
     backbone: str | None
     unseen_words: list[str] = field(default_factory=list)
 
+    def as_json(self) -> dict:
+        """The spans as ``pred_relevant_windows`` (``[start s, end s, score]``, best first, as in a Moment-DETR /
+        lighthouse predictions file), with the video, query and what produced them."""
+        return {
+            "vid": Path(self.video).stem,
+            "query": self.query,
+            "duration": round(self.duration, 3),
+            "pred_relevant_windows": [[round(s, 4), round(e, 4), round(c, 6)] for s, e, c in self.spans],
+            "checkpoint": str(self.checkpoint),
+            "backbone": self.backbone,
+            "unseen_words": self.unseen_words,
+        }
+
 
 def run_backbone(cfg) -> str | None:
     """The backbone a run's features came from: recorded in its config (``data.backbone``), else, for a run from
@@ -49,8 +63,8 @@ def run_backbone(cfg) -> str | None:
     return cfg.data.synth.backbone if cfg.data.dataset == "synthetic" else None
 
 
-def _stored_features(path: Path, vid: str | None) -> tuple[np.ndarray, float, str | None]:
-    """One video's features, duration and backbone from an HDF5 file written by ``tvgkit extract``."""
+def _stored_features(path: Path, vid: str | None) -> tuple[np.ndarray, float, str | None, float | None]:
+    """One video's features, duration, backbone and clip length from an HDF5 file written by ``tvgkit extract``."""
     from tvgkit.data.features import open_features
 
     with open_features(path) as store:
@@ -60,10 +74,10 @@ def _stored_features(path: Path, vid: str | None) -> tuple[np.ndarray, float, st
             vid = store.vids[0]
         feats = store[vid]
         durations = json.loads(store.attrs.get("durations", "{}"))
-        backbone = store.backbone
+        backbone, clip_seconds = store.backbone, store.clip_seconds
     if vid not in durations:
         raise InputError(f"{path}: no duration for video {vid!r} (write the file with tvgkit extract)")
-    return feats, float(durations[vid]), backbone
+    return feats, float(durations[vid]), backbone, clip_seconds
 
 
 def predict_video(
@@ -96,7 +110,7 @@ def predict_video(
     query = _fitted_query(tokenizer, templates, query)
     backbone = run_backbone(cfg)
     video = Path(video)
-    feats, duration = _video_features(video, vid, run_dir, cfg, backbone, fps, clip_seconds, device)
+    feats, duration, clip_seconds = _video_features(video, vid, run_dir, cfg, backbone, fps, clip_seconds, device)
     if feats.shape[1] != model.feat_mean.numel():
         source = "the file holds" if video.suffix.lower() in FEATURE_SUFFIXES else "tvgkit extract gives"
         raise InputError(
@@ -115,8 +129,9 @@ def predict_video(
             UnseenWordsWarning,
             stacklevel=2,
         )
-    rows = _top_spans(model, tokenizer, templates, query, feats, cfg.data.max_clips, top)
-    rows = [(start * duration, end * duration, score) for start, end, score in rows]
+    rows = np.array(_top_spans(model, tokenizer, templates, query, feats, cfg.data.max_clips, top))
+    seconds = timeline.Clips.of(len(feats), duration, clip_seconds).to_seconds(rows[:, :2])  # tvgkit.data.timeline
+    rows = [(float(s), float(e), float(score)) for (s, e), score in zip(seconds, rows[:, 2], strict=True)]
     checkpoint = Path(run_dir) / "best.pt"
     return Prediction(str(video), query, duration, rows, checkpoint, backbone, unseen)
 
@@ -139,25 +154,25 @@ def _fitted_query(tokenizer, templates: list[str], query: str) -> str:
 
 def _video_features(
     video: Path, vid: str | None, run_dir, cfg, backbone: str | None, fps, clip_seconds, device
-) -> tuple[np.ndarray, float]:
-    """(clip features, duration in seconds) of a video file, extracted as the run's were, or of stored features,
-    which must come from the run's backbone."""
+) -> tuple[np.ndarray, float, float | None]:
+    """(clip features, duration in seconds, clip length) of a video file, extracted as the run's were, or of stored
+    features, which must come from the run's backbone."""
     from tvgkit.data.extract import extract_video
 
     if video.suffix.lower() in FEATURE_SUFFIXES:
-        feats, duration, found = _stored_features(video, vid)
+        feats, duration, found, stored_clip = _stored_features(video, vid)
         if found is not None and backbone is not None and found != backbone:
             raise InputError(
                 f"{video}: features extracted with backbone {found!r}, but the run {run_dir} was trained on "
                 f"{backbone!r} features; extract again with --backbone {backbone}"
             )
-        return feats, duration
+        return feats, duration, stored_clip
     synth = cfg.data.synth
     fps = synth.fps if fps is None else fps
     clip_seconds = synth.clip_seconds if clip_seconds is None else clip_seconds
     # a synthetic run's network saw the rendered frames at data.synth.backbone_size
     sizes = (synth.backbone_size, synth.backbone_frames) if cfg.data.dataset == "synthetic" else (None, None)
-    return extract_video(video, fps, clip_seconds, False, backbone or "blobs", device, *sizes)
+    return (*extract_video(video, fps, clip_seconds, False, backbone or "blobs", device, *sizes), clip_seconds)
 
 
 def _top_spans(

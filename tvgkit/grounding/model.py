@@ -281,11 +281,13 @@ def decode_spans(
     n_valid: torch.Tensor,
     k: int = 1,
     offsets: tuple[torch.Tensor, torch.Tensor] | None = None,
+    min_clips: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Best ``k`` clip pairs with start <= end by p_start * p_end: normalised spans [B, k, 2] and scores [B, k].
 
     Without ``offsets`` a span covers whole clips; with them (fractions [B, N] of the start and end clips) each
-    boundary moves inside its clip, never past the other one.
+    boundary moves inside its clip, never past the other one, and a span shorter than ``min_clips`` clips is widened
+    to it (:func:`widen`).
     """
     n = start_prob.shape[1]
     joint = start_prob[:, :, None] * end_prob[:, None, :]
@@ -297,20 +299,37 @@ def decode_spans(
         lo = lo + offsets[0].gather(1, start)
         hi = torch.maximum(end.float() + offsets[1].gather(1, end), lo)
     v = n_valid[:, None].float()
+    lo, hi = widen(lo, hi, v, min_clips)
     return torch.stack([lo / v, hi / v], -1).clamp(0, 1), scores
 
 
-def decode(outs: list[dict[str, torch.Tensor]], video_mask: torch.Tensor, k: int = 1):
+def widen(lo: torch.Tensor, hi: torch.Tensor, n: torch.Tensor, min_clips: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Spans (in clips) shorter than ``min_clips`` grown to it about their centre, kept inside [0, n].
+
+    Why: the offsets of a start and an end in the same clip can cross, leaving a zero-length span that scores IoU 0
+    whatever the moment (8 of 884 test queries at an early checkpoint); the features cannot place a moment more
+    finely than a clip anyway. ``min_clips=0`` keeps spans as decoded.
+    """
+    width = torch.minimum(torch.full_like(lo, min_clips), n)
+    short = hi - lo < width
+    start = torch.minimum((((lo + hi) - width) / 2).clamp_min(0), n - width)
+    return torch.where(short, start, lo), torch.where(short, start + width, hi)
+
+
+def decode(outs: list[dict[str, torch.Tensor]], video_mask: torch.Tensor, k: int = 1, min_clips: float = 1.0):
     """Spans [B, k, 2] and scores [B, k] from one or several templates' outputs (averaged: the prompt ensemble).
 
-    A regression head gives one span per query (score 1).
+    A regression head gives one span per query (score 1). No span is shorter than ``min_clips`` clips (:func:`widen`).
     """
     if "span" in outs[0]:
         span = torch.stack([o["span"] for o in outs]).mean(0)
+        n = video_mask.sum(1, keepdim=True).float()
+        lo, hi = widen(span[:, :1] * n, span[:, 1:] * n, n, min_clips)
+        span = torch.cat([lo / n, hi / n], -1).clamp(0, 1)
         return span[:, None], torch.ones(len(span), 1, device=span.device)
     probs = [span_probs(o) for o in outs]
     ps, pe = torch.stack([p[0] for p in probs]).mean(0), torch.stack([p[1] for p in probs]).mean(0)
     offsets = None
     if "start_offset" in outs[0]:
         offsets = tuple(torch.stack([o[key] for o in outs]).mean(0) for key in ("start_offset", "end_offset"))
-    return decode_spans(ps, pe, video_mask.sum(1), min(k, ps.shape[1] * (ps.shape[1] + 1) // 2), offsets)
+    return decode_spans(ps, pe, video_mask.sum(1), min(k, ps.shape[1] * (ps.shape[1] + 1) // 2), offsets, min_clips)

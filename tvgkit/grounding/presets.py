@@ -42,6 +42,10 @@ class DataConfig:
     feature_dim: int | None = field(default=None, metadata=at_least(1))
     skip_missing_features: bool = False
     max_clips: int = field(default=64, metadata=at_least(1))
+    # Seconds per feature clip, for features that do not record it (the HDF5 files of tvgkit extract and the synthetic
+    # set do): clip i covers [i * c, (i + 1) * c) (tvgkit.data.timeline). None with no record: clips spread evenly
+    # over the duration, as in the public feature files.
+    clip_seconds: float | None = field(default=None, metadata=positive())
     # The network the features come from ("blobs", "efficientnet-lite0"): filled in from the features (synthetic:
     # synth.backbone; files: the HDF5 attribute tvgkit extract writes) and saved in config.yaml, so that predict can
     # refuse a video's features from another backbone. A value set here must match the features'.

@@ -54,6 +54,8 @@ def load_splits(cfg: DataConfig, progress: bool = True) -> Splits:
     if say:
         _warn_if_same_as_train(records, paths)
     store = open_features(features)
+    if cfg.clip_seconds is not None:
+        store.clip_seconds = cfg.clip_seconds
     records, coverage = check_coverage(store, records, cfg.feature_dim, cfg.skip_missing_features)
     if coverage.n_skipped and say:
         print(coverage)
