@@ -135,7 +135,8 @@ def runs(tmp_path_factory) -> SimpleNamespace:
         mp.setenv("TVGKIT_CACHE", str(d / "cache"))
         out = {}
         for backbone in ("blobs", "efficientnet-lite0"):
-            cfg = preset("tiny", [f"runs_dir={d / 'runs'}", f"name={backbone}", f"data.synth.backbone={backbone}"])
+            sets = ["train.device=cpu", f"runs_dir={d / 'runs'}", f"name={backbone}", f"data.synth.backbone={backbone}"]
+            cfg = preset("tiny", sets)
             out[backbone] = train(cfg, progress=False).run_dir
         records = next(generate_split(cfg.data.synth, "train", 1))[2]  # queries whose words the runs saw
         yield SimpleNamespace(d=d, records=records, **{k.replace("-", "_"): v for k, v in out.items()})

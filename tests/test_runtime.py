@@ -1,3 +1,4 @@
+import os
 import random
 
 import numpy as np
@@ -74,3 +75,22 @@ def test_setup_outside_ipython_leaves_the_main_module_alone():
         "setup(seed=0, threads=1, verbose=False); assert sys.modules['__main__'] is main"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_the_simulated_cuda_switch_moves_only_automatic_choices(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setenv(runtime.SIMULATE_CUDA_ENV, "1")
+    assert runtime.cuda_visible() and runtime.pick_device() == torch.device("cuda")  # as on a GPU machine
+    assert runtime.pick_device("cpu") == torch.device("cpu")  # a pinned device stays
+    assert runtime.setup(device="cpu", verbose=False).device.type == "cpu"
+    with pytest.raises(RuntimeError, match="CUDA was requested"):
+        runtime.pick_device("cuda")  # asking for CUDA explicitly still needs a real one
+    monkeypatch.setenv(runtime.SIMULATE_CUDA_ENV, "0")
+    assert not runtime.cuda_visible() and runtime.pick_device() == torch.device("cpu")
+
+
+def test_the_unit_suite_runs_with_the_switch_on_where_there_is_no_gpu():
+    # tests/conftest.py sets it for the session: the normal `pytest tests` run is the check, no second run needed
+    if not torch.cuda.is_available() and os.environ.get(runtime.SIMULATE_CUDA_ENV) != "0":
+        assert os.environ[runtime.SIMULATE_CUDA_ENV] == "1"
+        assert runtime.setup(verbose=False).device.type == "cuda"

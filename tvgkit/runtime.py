@@ -22,6 +22,9 @@ import torch
 
 SIZES = ("quick", "full")
 SIZE_ENV = "TVGKIT_SIZE"
+# The test suite sets this to 1 on machines without CUDA (tests/conftest.py): every automatic device choice then
+# answers CUDA, as it would on a GPU machine, so a test that meant the CPU but did not pin it fails loudly here.
+SIMULATE_CUDA_ENV = "TVGKIT_SIMULATE_CUDA"
 T = TypeVar("T")
 
 
@@ -66,14 +69,23 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def cuda_visible() -> bool:
+    """Whether an automatic device choice takes CUDA: ``torch.cuda.is_available()``, or ``$TVGKIT_SIMULATE_CUDA=1``
+    (the test suite's switch; on a machine without CUDA the chosen device then fails at its first tensor)."""
+    return torch.cuda.is_available() or os.environ.get(SIMULATE_CUDA_ENV) == "1"
+
+
 def pick_device(prefer: str | None = None) -> torch.device:
-    """CUDA when available (or when asked for), else CPU. ``prefer='cpu'`` forces the CPU."""
+    """CUDA when available (or when asked for), else CPU. ``prefer='cpu'`` forces the CPU.
+
+    Every automatic device choice of the kit comes through here (see :func:`cuda_visible`).
+    """
     if prefer:
         device = torch.device(prefer)
         if device.type == "cuda" and not torch.cuda.is_available():
             raise RuntimeError("CUDA was requested but torch.cuda.is_available() is False")
         return device
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device("cuda" if cuda_visible() else "cpu")
 
 
 def amp_dtype() -> torch.dtype:
