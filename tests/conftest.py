@@ -5,8 +5,9 @@ on a GPU machine an unpinned one silently moves to CUDA and its CPU tolerances f
 nine such failures). With ``$TVGKIT_SIMULATE_CUDA=1`` (see :func:`tvgkit.runtime.cuda_visible`), set here for the
 whole session where torch sees no GPU, such a test fails on the CPU too, at its first tensor on the chosen device:
 no second suite run is needed. The environment variable also reaches the subprocesses a test starts (``tvgkit``,
-``torchrun``). ``TVGKIT_SIMULATE_CUDA=0 pytest tests`` turns the switch off; on a GPU machine it is off (the real
-device answers).
+``torchrun``). A test whose checks hold on either device, with no CPU-exact number, says so with
+``@pytest.mark.any_device`` and is left out. ``TVGKIT_SIMULATE_CUDA=0 pytest tests`` turns the switch off; on a GPU
+machine it is off (the real device answers).
 """
 
 from __future__ import annotations
@@ -38,6 +39,14 @@ def _cuda_visible_everywhere():
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv(SIMULATE_CUDA_ENV, "1")
         yield
+
+
+@pytest.fixture(autouse=True)
+def _any_device_opt_out(request, monkeypatch):
+    """``@pytest.mark.any_device``: the test's checks hold on CPU and CUDA alike (its module says why), so the kit
+    may choose the device; the switch is off for it. (A module-scoped fixture sets the variable itself.)"""
+    if request.node.get_closest_marker("any_device") is not None:
+        monkeypatch.setenv(SIMULATE_CUDA_ENV, "0")
 
 
 @pytest.hookimpl(wrapper=True)
