@@ -2,7 +2,7 @@
 regularised, up to a working temporal video grounding system.
 
 Layers, each importing only those before it: the shared base here (``runtime``, ``config``, ``metrics``,
-``errors``, ``viz``, ``notebooks``, ``experiments``) <- :mod:`tvgkit.data` (files to records and clip features) <-
+``errors``, ``viz``, ``notebooks``, ``experiments``, ``budgets``, ``colab``) <- :mod:`tvgkit.data` (files to records and clip features) <-
 :mod:`tvgkit.lessons` (one module per technique notebook) <- :mod:`tvgkit.grounding` (the grounding system: model,
 trainer, evaluation). ``cli`` is the ``tvgkit`` command (it imports the grounding handlers lazily); ``peft`` keeps the
 public ``tvgkit.peft.apply`` / ``count_parameters`` / ``expected_trainable``.
