@@ -58,7 +58,8 @@ FULL_SIZES: dict[str, FullSize] = {
     "03_peft_parameter_counting": FullSize("counts as quick, a 300-step AdaLoRA budget trace", 60),
     # 20 runs x 1,500 steps took 290 s with six notebooks sharing the GPU: 10 runs x 1,500 steps alone fit
     "04_r_drop": FullSize("10 seeds x R-Drop off/on (alpha 1), 300 steps each, as quick but with more seeds", 120),
-    # the full preset's 4,000 videos for 10 epochs (about 2,800 steps at <= 30 ms) + rendering + baselines
+    # the full preset's 4,000 videos (about 11,900 queries) for 10 epochs: about 3,700 steps of batch 32 at 29 ms
+    # (the quick default's step on the H200) is 110 s; with rendering, validation and the baselines, 240 s
     "05_grounding_training_loop": FullSize("the full preset's 4,000 videos, 10 epochs", 240),
     "06_real_annotations": FullSize("the same as quick (annotations only, no training)", 30),
     "07_training_pathologies": FullSize("longer runs of each pathology (1,500 steps)", 120, measured=True),
