@@ -1,16 +1,22 @@
-"""GPU readiness check: the CUDA tests, a full-size grounding run, and every notebook at full size, timed.
+"""GPU readiness check: the CUDA tests, the unit suite with CUDA visible, a full-size grounding run, and every
+notebook at full size, timed against its budget.
 
-Needs a CUDA GPU (without one it prints one line and exits with status 2). Three steps, each timed:
+Needs a CUDA GPU (without one it prints one line and exits with status 2). Four steps, each timed:
 
 1. ``pytest -m cuda tests/test_cuda.py`` in a subprocess: passed / failed / skipped counts (from its JUnit XML);
-2. the grounding run of ``tvgkit.grounding.presets.preset("full")`` (``--quick``: the ``tvgkit train`` quick
+2. the unit suite with the GPU visible, ``pytest tests`` (``-n 4`` when pytest-xdist is installed; test_cuda.py is
+   step 1): the counts and the names of failed tests (every unit test must pass where CUDA is visible);
+3. the grounding run of ``tvgkit.grounding.presets.preset("full")`` (``--quick``: the ``tvgkit train`` quick
    default): data seconds, train seconds, training samples/s, peak GPU memory (``torch.cuda.max_memory_allocated``),
    test R1@0.5 / R1@0.7 / mIoU;
-3. each ``notebooks/NN_*.ipynb`` at ``TVGKIT_SIZE=full``: through papermill (``-p SIZE full``) when it is installed,
-   else ``tvgkit.notebooks.execute(path, inplace=False, size="full")``, each in its own process group with a
-   per-notebook timeout. Stored notebooks are never rewritten, and ``figures/`` is put back as it was afterwards.
+4. each ``notebooks/NN_*.ipynb`` at ``TVGKIT_SIZE=full``: through papermill (``-p SIZE full``) when it is installed,
+   else ``tvgkit.notebooks.execute(path, inplace=False, size="full")`` when nbclient and ipykernel are, else cell by
+   cell as plain Python (``python -m tvgkit.notebooks --plain``), each in its own process group with a per-notebook
+   timeout. Each row has the notebook's budget (``tvgkit.budgets``), whether it kept to it, and the ``verdict:``
+   lines it printed (at full size a notebook reports its findings instead of asserting them). Stored notebooks are
+   never rewritten, and ``figures/`` is put back as it was afterwards.
 
-A total budget (``--budget-s``, default 480) is checked before every step and every notebook: what no longer fits
+A total budget (``--budget-s``, default 1800) is checked before every step and every notebook: what no longer fits
 is skipped with a note, and the grounding run stops at the first optimiser step past the budget. Prints a table,
 writes ``benchmarks/results/gpu_check.json`` (device, versions, every step; rewritten after each step, so a killed
 check leaves what it measured) and prints that object as the last line.
@@ -39,7 +45,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "gpu_check.json"
 NO_CUDA = "gpu_check: error: needs a CUDA GPU (torch.cuda.is_available() is False); nothing was run"
-STEPS = ("tests", "grounding", "notebooks")
+STEPS = ("tests", "unit", "grounding", "notebooks")
 
 
 class Budget:
@@ -69,9 +75,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         epilog="Needs a CUDA GPU; exits with status 2 without one.",
     )
     parser.add_argument("--quick", action="store_true", help="grounding run at the quick default, not preset 'full'")
-    parser.add_argument("--budget-s", type=float, default=480.0, help="total seconds; later steps skip (default 480)")
+    parser.add_argument("--budget-s", type=float, default=1800.0, help="total seconds; later steps skip (default 1800)")
     parser.add_argument(
-        "--notebook-timeout", type=float, default=240.0, help="seconds per notebook, capped by the budget left"
+        "--notebook-timeout", type=float, default=300.0, help="seconds per notebook, capped by the budget left"
     )
     parser.add_argument("--skip", action="append", default=[], choices=STEPS, help="leave a step out (repeatable)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="grounding-run override")
@@ -109,7 +115,7 @@ def device_info() -> dict:
 
 
 def run_process(cmd: list[str], timeout: float, env: dict | None = None, cwd: Path = ROOT) -> tuple[int | None, str]:
-    """(exit status, or None on timeout; the last 2,000 characters of stdout + stderr).
+    """(exit status, or None on timeout; stdout + stderr).
 
     The command runs in its own process group; on timeout the whole group gets SIGTERM, then SIGKILL 10 s later.
     (A Jupyter kernel starts its own session, but it exits by itself once its parent is gone.)
@@ -119,7 +125,7 @@ def run_process(cmd: list[str], timeout: float, env: dict | None = None, cwd: Pa
     )
     try:
         out, _ = proc.communicate(timeout=max(1.0, timeout))
-        return proc.returncode, out[-2000:]
+        return proc.returncode, out
     except subprocess.TimeoutExpired:
         for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
             with contextlib.suppress(ProcessLookupError):
@@ -129,7 +135,7 @@ def run_process(cmd: list[str], timeout: float, env: dict | None = None, cwd: Pa
                 break
             except subprocess.TimeoutExpired:
                 out = ""
-        return None, (out or "")[-2000:]
+        return None, out or ""
 
 
 def junit_counts(path: Path) -> dict:
@@ -144,6 +150,11 @@ def junit_counts(path: Path) -> dict:
         counts["skipped"] += int(suite.get("skipped", 0))
     counts["passed"] = counts["total"] - counts["failed"] - counts["errors"] - counts["skipped"]
     counts["skip_reasons"] = sorted({s.get("message", "") for s in root.iter("skipped")})
+    counts["failed_tests"] = [
+        f"{case.get('classname', '')}::{case.get('name', '')}"
+        for case in root.iter("testcase")
+        if case.find("failure") is not None or case.find("error") is not None
+    ]
     return counts
 
 
@@ -153,17 +164,18 @@ def python_env(**extra: str) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": path, **extra}
 
 
-# --- step 1: the CUDA tests ---
+# --- steps 1 and 2: the CUDA tests, the unit suite ---
 
 
-def step_tests(budget: Budget) -> dict:
+def pytest_step(budget: Budget, args: list[str]) -> dict:
+    """``pytest ARGS`` in a subprocess: status, exit, seconds and the JUnit counts (with failed test names)."""
     with tempfile.TemporaryDirectory(prefix="gpu-check-") as tmp:
         xml = Path(tmp) / "junit.xml"
-        cmd = [sys.executable, "-m", "pytest", "-m", "cuda", "tests/test_cuda.py", "-q", "-rfEs"]
-        cmd += ["-p", "no:cacheprovider", f"--junitxml={xml}"]
+        cmd = [sys.executable, "-m", "pytest", *args, "-q", "-rfEs", "-p", "no:cacheprovider", f"--junitxml={xml}"]
         start = time.perf_counter()
-        code, tail = run_process(cmd, budget.left(), python_env())
+        code, out = run_process(cmd, budget.left(), python_env())
         seconds = time.perf_counter() - start
+        tail = out[-2000:]
         if code is None:
             return {"status": "timeout", "seconds": round(seconds, 1), "output_tail": tail}
         if not xml.exists():
@@ -176,7 +188,21 @@ def step_tests(budget: Budget) -> dict:
     return result
 
 
-# --- step 2: the grounding run ---
+def step_tests(budget: Budget) -> dict:
+    return pytest_step(budget, ["-m", "cuda", "tests/test_cuda.py"])
+
+
+def unit_args(xdist: bool) -> list[str]:
+    """The unit suite with CUDA visible: every test but the CUDA ones (step 1), four workers with pytest-xdist."""
+    return ["tests", "--ignore=tests/test_cuda.py", *(["-n", "4"] if xdist else [])]
+
+
+def step_unit(budget: Budget) -> dict:
+    xdist = importlib.util.find_spec("xdist") is not None
+    return {**pytest_step(budget, unit_args(xdist)), "workers": 4 if xdist else 1}
+
+
+# --- step 3: the grounding run ---
 
 
 def step_grounding(budget: Budget, quick: bool, overrides: list[str], runs_dir: Path) -> dict:
@@ -231,16 +257,41 @@ def step_grounding(budget: Budget, quick: bool, overrides: list[str], runs_dir: 
     return result
 
 
-# --- step 3: the notebooks ---
+# --- step 4: the notebooks ---
 
 
-def notebook_command(path: Path, out_dir: Path, timeout: float, papermill: bool) -> list[str]:
+def notebook_runner() -> str:
+    """papermill when installed; else nbclient (needs nbformat and ipykernel too); else plain Python cells."""
+    if importlib.util.find_spec("papermill") is not None:
+        return "papermill"
+    if all(importlib.util.find_spec(m) is not None for m in ("nbclient", "nbformat", "ipykernel")):
+        return "nbclient"
+    return "plain"
+
+
+def notebook_command(path: Path, out_dir: Path, timeout: float, runner: str) -> list[str]:
     """The command that executes ``path`` at full size and writes nothing back to it."""
-    if papermill:
+    if runner == "papermill":
         cmd = [sys.executable, "-m", "papermill", str(path), str(out_dir / path.name), "-p", "SIZE", "full"]
         return [*cmd, "--cwd", str(path.parent), "--execution-timeout", str(int(timeout)), "--no-progress-bar"]
-    code = "import sys; from tvgkit.notebooks import execute; execute(sys.argv[1], False, int(sys.argv[2]), 'full')"
-    return [sys.executable, "-c", code, str(path), str(int(timeout))]
+    if runner == "plain":
+        return [sys.executable, "-m", "tvgkit.notebooks", "--plain", "--size", "full", str(path)]
+    code = "import sys; from tvgkit.notebooks import execute; execute(sys.argv[1], False, int(sys.argv[2]), 'full', "
+    code += "sys.argv[3])"
+    return [sys.executable, "-c", code, str(path), str(int(timeout)), str(out_dir / path.name)]
+
+
+def verdicts(output: str, executed: Path | None = None) -> list[str]:
+    """The ``verdict:`` lines a notebook printed at full size (:meth:`tvgkit.runtime.Session.expect`): in the
+    process output (plain runner) or in the executed notebook's stream outputs (papermill, nbclient)."""
+    texts = [output]
+    if executed is not None and executed.exists():
+        cells = json.loads(executed.read_text())["cells"]
+        for cell in cells:
+            for out in cell.get("outputs", []):
+                text = out.get("text", "")
+                texts.append("".join(text) if isinstance(text, list) else text)
+    return [line.strip() for text in texts for line in text.splitlines() if line.strip().startswith("verdict:")]
 
 
 @contextlib.contextmanager
@@ -266,7 +317,9 @@ def files_kept(folder: Path):
 def step_notebooks(
     budget: Budget, timeout: float, out_dir: Path, notebooks: list[Path] | None = None, figures: Path = ROOT / "figures"
 ) -> dict:
-    papermill = importlib.util.find_spec("papermill") is not None
+    from tvgkit.budgets import FULL_SIZES
+
+    runner = notebook_runner()
     paths = notebooks if notebooks is not None else sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
     env = python_env(TVGKIT_SIZE="full", TQDM_DISABLE="1", MPLBACKEND="Agg", PYTHONHASHSEED="0")
     rows: list[dict] = []
@@ -279,18 +332,22 @@ def step_notebooks(
                 continue
             limit = min(timeout, left)
             start = time.perf_counter()
-            code, tail = run_process(notebook_command(path, out_dir, limit, papermill), limit, env, cwd=path.parent)
+            code, out = run_process(notebook_command(path, out_dir, limit, runner), limit, env, cwd=path.parent)
             row = {"notebook": path.stem, "seconds": round(time.perf_counter() - start, 1)}
+            if path.stem in FULL_SIZES:
+                row["budget_s"] = FULL_SIZES[path.stem].h200_s
+                row["within_budget"] = code is not None and row["seconds"] <= row["budget_s"]
             if code is None:
                 row.update(status="timeout", note=f"stopped after {limit:.0f} s")
             elif code != 0:
-                row.update(status="failed", exit=code, output_tail=tail)
+                row.update(status="failed", exit=code, output_tail=out[-2000:])
             else:
                 row["status"] = "ok"
+            row["verdicts"] = verdicts(out, out_dir / path.name)
             rows.append(row)
     statuses = {r["status"] for r in rows}
     status = "failed" if "failed" in statuses or not rows else "incomplete" if statuses - {"ok"} else "ok"
-    return {"status": status, "runner": "papermill" if papermill else "tvgkit.notebooks", "rows": rows}
+    return {"status": status, "runner": runner, "rows": rows}
 
 
 # --- report ---
@@ -330,8 +387,15 @@ def table(report: dict) -> str:
         lines.append(f"\n1. CUDA tests: {tests['status']} ({counts}) in {tests['seconds']} s")
     else:
         lines.append(f"\n1. CUDA tests: {tests.get('status', '?')} {tests.get('note', '')}".rstrip())
+    unit = steps.get("unit", {})
+    if "total" in unit:
+        counts = ", ".join(f"{unit[k]} {k}" for k in ("passed", "failed", "errors", "skipped"))
+        lines.append(f"\n2. unit suite, CUDA visible: {unit['status']} ({counts}) in {unit['seconds']} s")
+        lines += [f"   failed: {name}" for name in unit.get("failed_tests", [])]
+    else:
+        lines.append(f"\n2. unit suite, CUDA visible: {unit.get('status', '?')} {unit.get('note', '')}".rstrip())
     g = steps.get("grounding", {})
-    lines.append(f"\n2. grounding run ({g.get('preset', '?')}): {g.get('status', '?')} {g.get('note', '')}".rstrip())
+    lines.append(f"\n3. grounding run ({g.get('preset', '?')}): {g.get('status', '?')} {g.get('note', '')}".rstrip())
     for key, unit in [
         ("data_seconds", "s"),
         ("train_seconds", "s"),
@@ -344,10 +408,13 @@ def table(report: dict) -> str:
         if key in g:
             lines.append(f"   {key:<22}{g[key]!s:>12} {unit}".rstrip())
     nb = steps.get("notebooks", {})
-    lines.append(f"\n3. notebooks at full size ({nb.get('runner', '-')}): {nb.get('status', '?')} {nb.get('note', '')}")
+    lines.append(f"\n4. notebooks at full size ({nb.get('runner', '-')}): {nb.get('status', '?')} {nb.get('note', '')}")
     for row in nb.get("rows", []):
         seconds = f"{row['seconds']:.1f} s" if "seconds" in row else "-"
-        lines.append(f"   {row['notebook']:<36}{seconds:>10}  {row['status']} {row.get('note', '')}".rstrip())
+        budget = f"budget {row['budget_s']} s" if "budget_s" in row else ""
+        status = f"{row['status']} {row.get('note', '')}".rstrip()
+        lines.append(f"   {row['notebook']:<36}{seconds:>10} {budget:>14}  {status}")
+        lines += [f"      {v}" for v in row.get("verdicts", [])]
     lines.append(f"\ntotal {report['seconds']} s of a {report['budget_s']:.0f} s budget: {report['status']}")
     return "\n".join(lines)
 
@@ -363,6 +430,8 @@ def run_step(step: str, args: argparse.Namespace, budget: Budget, tmp: Path) -> 
     try:
         if step == "tests":
             return step_tests(budget)
+        if step == "unit":
+            return step_unit(budget)
         if step == "grounding":
             return step_grounding(budget, args.quick, args.set, tmp / "runs")
         return step_notebooks(budget, args.notebook_timeout, args.notebooks_out or tmp / "notebooks")

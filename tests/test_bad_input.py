@@ -38,7 +38,7 @@ from tvgkit.grounding.train import train
 
 DIM = 8
 GOOD_VIDS = [f"v{i}" for i in range(8)]
-TINY_TEXT = [s for s in PRESETS["tiny"] if not s.startswith("data.synth.")]
+TINY_TEXT = [*(s for s in PRESETS["tiny"] if not s.startswith("data.synth.")), "train.device=cpu"]
 
 
 def _features(vids, dim: int = DIM, clips: int = 6, seed: int = 0) -> dict[str, np.ndarray]:

@@ -11,7 +11,7 @@ from tvgkit.cli import main
 from tvgkit.data.extract import FEATURE_DIM
 from tvgkit.grounding.presets import PRESETS
 
-TINY = PRESETS["tiny"]
+TINY = [*PRESETS["tiny"], "train.device=cpu"]  # CPU-exact: eval must reproduce metrics.json
 
 
 @pytest.fixture(scope="module")

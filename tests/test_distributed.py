@@ -11,10 +11,22 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+import torch.distributed as dist
 
 from tvgkit import config
+from tvgkit.errors import InputError
+from tvgkit.grounding import distributed
 from tvgkit.grounding.dataset import EpochSampler
-from tvgkit.grounding.distributed import World, current, gather_rows, shard_range
+from tvgkit.grounding.distributed import (
+    GPU_BACKEND,
+    World,
+    backend,
+    current,
+    fallback_notice,
+    gather_rows,
+    shard_range,
+)
 from tvgkit.grounding.evaluate import evaluate_run
 from tvgkit.grounding.presets import preset
 
@@ -63,7 +75,7 @@ def test_two_replicas_split_each_epoch() -> None:
 
 def test_torchrun_two_processes_score_exactly_the_test_set(tmp_path) -> None:
     """``torchrun --nproc_per_node 2 -m tvgkit train`` on CPU: one run folder, every test query scored once."""
-    cfg = preset("tiny", [f"runs_dir={tmp_path / 'runs'}", "name=ddp", "train.epochs=3"])
+    cfg = preset("tiny", ["train.device=cpu", f"runs_dir={tmp_path / 'runs'}", "name=ddp", "train.epochs=3"])
     config.save(cfg, tmp_path / "run.yaml")
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1]), "TVGKIT_CACHE": str(tmp_path / "cache")}
     env.pop("WORLD_SIZE", None)
@@ -96,3 +108,70 @@ def test_torchrun_two_processes_score_exactly_the_test_set(tmp_path) -> None:
 def _synthetic_jsonl(cache: Path, split: str) -> Path:
     (path,) = cache.glob(f"synthetic/*/{split}.jsonl")
     return path
+
+
+# --- torchrun anywhere: the backend and device by the machine's GPU count (simulated on CPU) ---
+
+
+@pytest.mark.parametrize(
+    ("local", "gpus", "chosen", "notice"),
+    [(2, 0, "gloo", False), (2, 1, "gloo", True), (2, 2, GPU_BACKEND, False), (4, 8, GPU_BACKEND, False)],
+)
+def test_the_backend_falls_back_to_gloo_when_processes_outnumber_gpus(local, gpus, chosen, notice) -> None:
+    assert backend(local, gpus) == chosen
+    line = fallback_notice(local, gpus)
+    assert (line is not None) == notice
+    if notice:
+        assert line == (
+            "tvgkit: 2 processes but 1 CUDA GPU(s) on this machine: training on the CPU with gloo "
+            "(torchrun --nproc_per_node 1 trains on the GPUs)"
+        )
+
+
+def _fake_torchrun(mp: pytest.MonkeyPatch, gpus: int, local_rank: int = 0) -> dict:
+    """torchrun's environment for 2 processes on a machine with ``gpus`` GPUs; records what the group did."""
+    seen: dict = {"set_device": [], "init": []}
+    for key, value in {"WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2", "RANK": str(local_rank)}.items():
+        mp.setenv(key, value)
+    mp.setenv("LOCAL_RANK", str(local_rank))
+    mp.setattr(torch.cuda, "is_available", lambda: gpus > 0)
+    mp.setattr(torch.cuda, "device_count", lambda: gpus)
+    mp.setattr(torch.cuda, "set_device", seen["set_device"].append)
+    mp.setattr(dist, "init_process_group", seen["init"].append)
+    mp.setattr(dist, "destroy_process_group", lambda: seen.__setitem__("destroyed", True))
+    return seen
+
+
+@pytest.mark.parametrize("gpus", [1, 2])
+def test_process_group_picks_the_backend_by_the_gpu_count_and_says_a_fallback_once(gpus, monkeypatch, capsys) -> None:
+    seen = _fake_torchrun(monkeypatch, gpus)
+    with distributed.process_group():
+        pass
+    err = capsys.readouterr().err
+    if gpus == 1:  # 2 processes, 1 GPU: gloo on the CPU, said in one line, no GPU taken
+        assert seen["init"] == ["gloo"] and seen["set_device"] == []
+        assert err.splitlines() == [fallback_notice(2, 1)]
+    else:  # one GPU each: rank 0 takes GPU 0
+        assert seen["init"] == [GPU_BACKEND] and seen["set_device"] == [0] and err == ""
+    assert seen["destroyed"]
+    seen = _fake_torchrun(monkeypatch, 1, local_rank=1)
+    with distributed.process_group():
+        pass
+    assert capsys.readouterr().err == ""  # local rank 1 does not repeat the notice
+
+
+def test_a_rank_of_a_fallen_back_group_trains_on_the_cpu_and_refuses_cuda(monkeypatch) -> None:
+    _fake_torchrun(monkeypatch, 1)
+    monkeypatch.setattr(distributed, "current", lambda: World(0, 2, 0))
+    monkeypatch.setattr(dist, "get_backend", lambda *a: "gloo")
+    assert distributed.choose_device(None) == "cpu" and distributed.choose_device("cpu") == "cpu"
+    with pytest.raises(InputError) as refused:
+        distributed.choose_device("cuda")
+    assert str(refused.value) == (
+        "train.device=cuda with 2 processes but 1 CUDA GPU(s) on this machine: run torchrun --nproc_per_node 1, "
+        "or set train.device=cpu"
+    )
+    monkeypatch.setattr(dist, "get_backend", lambda *a: GPU_BACKEND)  # a GPU each: the config's choice stands
+    assert distributed.choose_device(None) is None and distributed.choose_device("cuda") == "cuda"
+    monkeypatch.setattr(distributed, "current", lambda: World())  # one process: untouched
+    assert distributed.choose_device(None) is None

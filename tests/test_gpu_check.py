@@ -79,6 +79,7 @@ def test_junit_counts_and_skip_reasons(tmp_path) -> None:
     )
     counts = gpu_check.junit_counts(xml)
     assert counts.pop("skip_reasons") == ["needs a CUDA GPU"]
+    assert counts.pop("failed_tests") == ["::b", "::c"]
     assert counts == {"total": 5, "failed": 1, "errors": 1, "skipped": 1, "passed": 2}
 
 
@@ -122,12 +123,14 @@ def test_notebooks_run_at_full_size_with_a_timeout_and_leave_files_as_they_were(
     (figures / "kept.png").write_bytes(b"quick")
     write = f"from pathlib import Path; Path({str(figures)!r}, 'kept.png').write_bytes(b'full'); "
     write += f"Path({str(figures)!r}, 'new.png').write_bytes(b'new')"
-    ok = _notebook(tmp_path / "01_ok.ipynb", f"import os; assert os.environ['TVGKIT_SIZE'] == 'full'\n{write}")
+    check = "print('verdict: size full -> holds')"
+    ok = _notebook(tmp_path / "01_ok.ipynb", f"import os; assert os.environ['TVGKIT_SIZE'] == 'full'\n{write}\n{check}")
     bad = _notebook(tmp_path / "03_bad.ipynb", "raise ValueError('broken')")
     stored = ok.read_bytes()
     result = gpu_check.step_notebooks(gpu_check.Budget(600), 240, tmp_path / "out", [ok, bad], figures)
     rows = {r["notebook"]: r for r in result["rows"]}
     assert rows["01_ok"]["status"] == "ok", rows["01_ok"]
+    assert rows["01_ok"]["verdicts"] == ["verdict: size full -> holds"]
     assert rows["03_bad"]["status"] == "failed" and "broken" in rows["03_bad"]["output_tail"]
     assert result["status"] == "failed"
     assert ok.read_bytes() == stored  # the notebook itself is not rewritten
@@ -142,7 +145,7 @@ def test_notebooks_run_at_full_size_with_a_timeout_and_leave_files_as_they_were(
 
 
 def test_papermill_command_fills_the_parameters_cell(tmp_path) -> None:
-    cmd = gpu_check.notebook_command(tmp_path / "nb" / "05_x.ipynb", tmp_path / "out", 99.7, papermill=True)
+    cmd = gpu_check.notebook_command(tmp_path / "nb" / "05_x.ipynb", tmp_path / "out", 99.7, "papermill")
     assert cmd[1:5] == ["-m", "papermill", str(tmp_path / "nb" / "05_x.ipynb"), str(tmp_path / "out" / "05_x.ipynb")]
     assert " ".join(cmd).count("-p SIZE full") == 1 and cmd[cmd.index("--cwd") + 1] == str(tmp_path / "nb")
     assert cmd[cmd.index("--execution-timeout") + 1] == "99"
@@ -208,3 +211,41 @@ def test_a_step_that_raises_is_an_error_entry_not_a_crash(monkeypatch, tmp_path)
     entry = gpu_check.run_step("grounding", args, gpu_check.Budget(10), tmp_path)
     assert entry["status"] == "error" and entry["note"] == "RuntimeError: CUDA out of memory"
     assert gpu_check.overall({"grounding": entry}) == "failed: grounding"
+
+
+def test_plain_runner_executes_cells_without_a_kernel(tmp_path, monkeypatch) -> None:
+    # the first GPU machine had no nbclient, ipykernel or papermill: cells run as plain Python, !pip lines skipped
+    monkeypatch.setattr(gpu_check, "notebook_runner", lambda: "plain")
+    code = "import os\nif False:\n    !pip -q install x\nprint('verdict: a -> holds')"
+    nb = _notebook(tmp_path / "07_plain.ipynb", code)
+    result = gpu_check.step_notebooks(gpu_check.Budget(600), 120, tmp_path / "out", [nb], tmp_path / "figures")
+    (row,) = result["rows"]
+    assert result["runner"] == "plain" and row["status"] == "ok", row
+    assert row["verdicts"] == ["verdict: a -> holds"]
+    assert gpu_check.notebook_command(nb, tmp_path, 10, "plain")[1:] == [
+        "-m", "tvgkit.notebooks", "--plain", "--size", "full", str(nb)
+    ]
+
+
+def test_a_real_notebook_row_carries_its_budget(tmp_path) -> None:
+    from tvgkit.budgets import FULL_SIZES
+
+    nb = _notebook(tmp_path / "00_start_here.ipynb", "print('verdict: x -> does NOT hold at this size')")
+    (row,) = gpu_check.step_notebooks(gpu_check.Budget(600), 120, tmp_path / "out", [nb], tmp_path / "f")["rows"]
+    assert row["budget_s"] == FULL_SIZES["00_start_here"].h200_s and row["within_budget"] is True
+    assert row["verdicts"] == ["verdict: x -> does NOT hold at this size"]
+
+
+def test_the_unit_step_runs_the_suite_with_four_workers_when_xdist_is_there(tmp_path) -> None:
+    assert gpu_check.unit_args(True) == ["tests", "--ignore=tests/test_cuda.py", "-n", "4"]
+    assert gpu_check.unit_args(False) == ["tests", "--ignore=tests/test_cuda.py"]
+    xml = tmp_path / "j.xml"
+    xml.write_text(
+        '<testsuites><testsuite tests="3" failures="1" errors="1" skipped="0">'
+        '<testcase classname="tests.test_a" name="test_ok"/>'
+        '<testcase classname="tests.test_a" name="test_bad"><failure message="x"/></testcase>'
+        '<testcase classname="tests.test_b" name="test_err"><error message="y"/></testcase>'
+        "</testsuite></testsuites>"
+    )
+    counts = gpu_check.junit_counts(xml)
+    assert counts["failed_tests"] == ["tests.test_a::test_bad", "tests.test_b::test_err"] and counts["passed"] == 1

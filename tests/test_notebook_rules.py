@@ -11,6 +11,9 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from tvgkit.budgets import FULL_SIZES
+from tvgkit.colab import colab_cell, repository_url
+
 NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 
 
@@ -64,14 +67,31 @@ def test_nbval_markers_are_exact(notebook):
                 assert text in NBVAL_MARKERS, line
 
 
-def test_colab_cell_installs_one_source_named_at_its_top(notebook):
+def test_colab_cell_installs_from_the_repository_in_pyproject(notebook):
     colab = [c for c in _code(notebook) if "google.colab" in c.source]
     assert len(colab) == 1, "one Colab cell, the first code cell"
     assert colab[0] is _code(notebook)[0]
+    url = repository_url()
+    assert url.startswith("https://") and "USER" not in url
+    # exactly the generated cell (python -m tvgkit.colab notebooks/*.ipynb rewrites it after the URL changes)
+    assert colab[0].source == colab_cell(url)
     lines = colab[0].source.splitlines()
-    assert lines[0].startswith('TVGKIT_SOURCE = "tvgkit[pretrained]"'), "the install source is the cell's first line"
+    assert lines[0] == f'REPOSITORY = "{url}"  # [project.urls] in pyproject.toml; a fork: put its URL here'
+    assert lines[1].startswith('TVGKIT_SOURCE = f"tvgkit[pretrained] @ git+{REPOSITORY}"')  # never the PyPI name
     pip = [line.strip() for line in lines if "pip" in line and "install" in line]
     assert pip == ['!pip -q install "{TVGKIT_SOURCE}"']
+
+
+def test_readme_names_the_repository_of_pyproject():
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    assert f"git+{repository_url()}" in readme and "USER/tvgkit" not in readme
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_setup_names_the_notebook_for_its_full_size_budget(path):
+    assert sorted(FULL_SIZES) == [p.stem for p in NOTEBOOKS]  # every notebook has a budget, no stale entries
+    setup_cells = [c.source for c in _code(nbformat.read(path, as_version=4)) if "setup(size=SIZE" in c.source]
+    assert len(setup_cells) == 1 and re.findall(r'notebook="([^"]+)"', setup_cells[0]) == [path.stem]
 
 
 def test_no_warning_in_stored_outputs(notebook):

@@ -34,7 +34,7 @@ def own(tmp_path_factory) -> SimpleNamespace:
     d = tmp_path_factory.mktemp("own")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("TVGKIT_CACHE", str(d / "cache"))
-        cfg = preset("tiny", [f"runs_dir={d / 'runs'}", "name=tiny"])
+        cfg = preset("tiny", ["train.device=cpu", f"runs_dir={d / 'runs'}", "name=tiny"])
         run = train(cfg, progress=False).run_dir
         spec, frames, records = next(generate_split(cfg.data.synth, "test", 1))
         video = write_video(frames, d / "clip.mp4", cfg.data.synth.fps)

@@ -93,7 +93,7 @@ LAYERS = {
     "data": ("tvgkit.lessons", "tvgkit.grounding"),
     "lessons": ("tvgkit.grounding",),
 }
-BASE = ("runtime", "config", "metrics", "errors", "viz", "notebooks", "experiments")
+BASE = ("runtime", "config", "metrics", "errors", "viz", "notebooks", "experiments", "budgets", "colab")
 
 
 @pytest.mark.parametrize("layer", sorted(LAYERS))

@@ -36,7 +36,8 @@ def root(tmp_path_factory):
 
 
 def _cfg(root, name: str, *overrides: str):
-    return preset("tiny", [f"runs_dir={root / 'runs'}", f"name={name}", f"train.epochs={EPOCHS}", *overrides])
+    sets = ["train.device=cpu", f"runs_dir={root / 'runs'}", f"name={name}", f"train.epochs={EPOCHS}"]
+    return preset("tiny", [*sets, *overrides])
 
 
 @pytest.fixture(scope="module")

@@ -1,3 +1,4 @@
+import os
 import random
 
 import numpy as np
@@ -74,3 +75,49 @@ def test_setup_outside_ipython_leaves_the_main_module_alone():
         "setup(seed=0, threads=1, verbose=False); assert sys.modules['__main__'] is main"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_the_simulated_cuda_switch_moves_only_automatic_choices(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setenv(runtime.SIMULATE_CUDA_ENV, "1")
+    assert runtime.cuda_visible() and runtime.pick_device() == torch.device("cuda")  # as on a GPU machine
+    assert runtime.pick_device("cpu") == torch.device("cpu")  # a pinned device stays
+    assert runtime.setup(device="cpu", verbose=False).device.type == "cpu"
+    with pytest.raises(RuntimeError, match="CUDA was requested"):
+        runtime.pick_device("cuda")  # asking for CUDA explicitly still needs a real one
+    monkeypatch.setenv(runtime.SIMULATE_CUDA_ENV, "0")
+    assert not runtime.cuda_visible() and runtime.pick_device() == torch.device("cpu")
+
+
+def test_the_unit_suite_runs_with_the_switch_on_where_there_is_no_gpu():
+    # tests/conftest.py sets it for the session: the normal `pytest tests` run is the check, no second run needed
+    if not torch.cuda.is_available() and os.environ.get(runtime.SIMULATE_CUDA_ENV) != "0":
+        assert os.environ[runtime.SIMULATE_CUDA_ENV] == "1"
+        assert runtime.setup(verbose=False).device.type == "cuda"
+
+
+def test_expect_asserts_at_quick_and_reports_at_full(capsys):
+    quick = runtime.Session("quick", 0, torch.device("cpu"), False, 1)
+    full = runtime.Session("full", 0, torch.device("cpu"), False, 1)
+    assert quick.expect(True, "R-Drop wins", 4, "most of 5") and capsys.readouterr().out == ""  # nothing printed
+    with pytest.raises(AssertionError, match=r"^R-Drop wins: measured 2, expected most of 5$"):
+        quick.expect(False, "R-Drop wins", 2, "most of 5")
+    assert full.expect(False, "R-Drop wins", 2, "most of 5") is False  # no exception at full size
+    assert full.expect(True, "trains") is True
+    assert capsys.readouterr().out.splitlines() == [
+        "verdict: R-Drop wins: measured 2, expected most of 5 -> does NOT hold at this size",
+        "verdict: trains -> holds",
+    ]
+
+
+def test_setup_prints_the_notebooks_full_size_budget(capsys):
+    from tvgkit.budgets import FULL_SIZES, H200_BUDGET_MAX_S, T4_SLOWDOWN, full_size_line
+
+    runtime.setup(device="cpu", threads=1, notebook="04_r_drop")
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and lines[1] == full_size_line("04_r_drop")
+    assert lines[1].startswith("full size (TVGKIT_SIZE=full): ") and "budget on one H200 <= 120 s" in lines[1]
+    assert f"on a T4 <= {-(-120 * T4_SLOWDOWN // 60)} min" in lines[1]
+    assert all(0 < b.h200_s <= H200_BUDGET_MAX_S for b in FULL_SIZES.values())
+    with pytest.raises(KeyError, match="known: 00_start_here"):
+        full_size_line("99_nope")

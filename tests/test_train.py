@@ -18,7 +18,8 @@ def run(tmp_path_factory):
     root = tmp_path_factory.mktemp("train")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("TVGKIT_CACHE", str(root / "cache"))
-        cfg = config.load(RunConfig, None, [*PRESETS["tiny"], f"runs_dir={root / 'runs'}", "name=tiny"])
+        sets = [*PRESETS["tiny"], "train.device=cpu", f"runs_dir={root / 'runs'}", "name=tiny"]  # CPU-exact reloads
+        cfg = config.load(RunConfig, None, sets)
         yield train(cfg, progress=False)
 
 

@@ -34,7 +34,7 @@ def setting(tmp_path_factory):
     root = tmp_path_factory.mktemp("train_diagnostics")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("TVGKIT_CACHE", str(root / "cache"))
-        base = [*PRESETS["tiny"], f"runs_dir={root / 'runs'}", "train.epochs=1"]
+        base = [*PRESETS["tiny"], "train.device=cpu", f"runs_dir={root / 'runs'}", "train.epochs=1"]
         yield base, root / "runs", load_splits(config.load(RunConfig, None, base).data, progress=False)
 
 

@@ -124,13 +124,16 @@ def test_rendered_shapes_are_seeded_balanced_and_in_range() -> None:
 
 
 def test_training_learns_and_a_nonfinite_loss_is_reported_not_raised() -> None:
-    train, test = shapes_splits(240, 120, size=16)
+    # 120 steps (6 epochs of 480 images): measured over seeds 0-4 with 1 and 2 threads (identical), the mean of the
+    # last 5 losses was 1.00-1.26 and test accuracy 0.38-0.57, against chance ln 6 = 1.79 and 1/6. 30 steps of 240
+    # images sat at chance (1.79 on a 16-thread Xeon): "learns" then hung on the first loss being high.
+    train, test = shapes_splits(480, 120, size=16)
     torch.manual_seed(0)
     ok = train_classifier(
-        ViT("ln", image_size=16, d_model=32, depth=1, n_heads=4, d_ff=64), train, test, 3, 24, 3e-3, torch.device("cpu")
+        ViT("ln", image_size=16, d_model=32, depth=1, n_heads=4, d_ff=64), train, test, 6, 24, 3e-3, torch.device("cpu")
     )
-    assert ok.nonfinite_step is None and len(ok.losses) == 30
-    assert sum(ok.losses[-5:]) / 5 < ok.losses[0]
+    assert ok.nonfinite_step is None and len(ok.losses) == 120
+    assert sum(ok.losses[-5:]) / 5 < 0.8 * math.log(len(SHAPES)) and ok.test_accuracy > 2 / len(SHAPES)
     torch.manual_seed(0)
     bad = ViT("bn", image_size=16, d_model=32, depth=1, n_heads=4, d_ff=64)
     with torch.no_grad():

@@ -22,6 +22,9 @@ import torch
 
 SIZES = ("quick", "full")
 SIZE_ENV = "TVGKIT_SIZE"
+# The test suite sets this to 1 on machines without CUDA (tests/conftest.py): every automatic device choice then
+# answers CUDA, as it would on a GPU machine, so a test that meant the CPU but did not pin it fails loudly here.
+SIMULATE_CUDA_ENV = "TVGKIT_SIMULATE_CUDA"
 T = TypeVar("T")
 
 
@@ -42,6 +45,21 @@ class Session:
     def pick(self, quick: T, full: T) -> T:
         """Return ``quick`` or ``full`` by the session size: ``n_steps = S.pick(200, 5000)``."""
         return quick if self.quick else full
+
+    def expect(self, holds: bool, claim: str, measured: object = None, expected: object = None) -> bool:
+        """Check a notebook's finding: an assertion at quick size (CI guards it), a printed verdict at full size.
+
+        At quick size a failed ``holds`` raises AssertionError with the claim, the measured and the expected value;
+        nothing is printed when it holds, so stored outputs do not change. At full size (sized for a GPU, never run
+        in CI) the notebook does not stop on its own finding: one line says what was measured, what was expected
+        and whether it held, and ``holds`` is returned.
+        """
+        values = "" if measured is None and expected is None else f": measured {measured}, expected {expected}"
+        if self.quick:
+            assert holds, f"{claim}{values}"
+        else:
+            print(f"verdict: {claim}{values} -> {'holds' if holds else 'does NOT hold at this size'}")
+        return bool(holds)
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """Mixed precision on CUDA (bf16 where supported), a no-op on CPU."""
@@ -66,14 +84,23 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def cuda_visible() -> bool:
+    """Whether an automatic device choice takes CUDA: ``torch.cuda.is_available()``, or ``$TVGKIT_SIMULATE_CUDA=1``
+    (the test suite's switch; on a machine without CUDA the chosen device then fails at its first tensor)."""
+    return torch.cuda.is_available() or os.environ.get(SIMULATE_CUDA_ENV) == "1"
+
+
 def pick_device(prefer: str | None = None) -> torch.device:
-    """CUDA when available (or when asked for), else CPU. ``prefer='cpu'`` forces the CPU."""
+    """CUDA when available (or when asked for), else CPU. ``prefer='cpu'`` forces the CPU.
+
+    Every automatic device choice of the kit comes through here (see :func:`cuda_visible`).
+    """
     if prefer:
         device = torch.device(prefer)
         if device.type == "cuda" and not torch.cuda.is_available():
             raise RuntimeError("CUDA was requested but torch.cuda.is_available() is False")
         return device
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device("cuda" if cuda_visible() else "cpu")
 
 
 def amp_dtype() -> torch.dtype:
@@ -160,11 +187,13 @@ def setup(
     device: str | None = None,
     amp: bool = True,
     verbose: bool = True,
+    notebook: str | None = None,
 ) -> Session:
     """Prepare a reproducible session; call once at the top of every notebook.
 
     ``threads`` defaults to the number of usable cores capped at 8 (more rarely helps small models and hurts
-    laptops that share cores). ``device=None`` picks CUDA when present.
+    laptops that share cores). ``device=None`` picks CUDA when present. ``notebook`` (its file name without
+    ``.ipynb``) also prints what its full size runs and its time budget on a GPU (:mod:`tvgkit.budgets`).
     """
     resolved = resolve_size(size)
     n_threads = threads or min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
@@ -176,6 +205,10 @@ def setup(
     session = Session(size=resolved, seed=seed, device=dev, amp=amp and dev.type == "cuda", threads=n_threads)
     if verbose:
         print(environment_line(session))
+        if notebook is not None:
+            from tvgkit.budgets import full_size_line
+
+            print(full_size_line(notebook))
     return session
 
 

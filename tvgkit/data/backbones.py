@@ -93,19 +93,14 @@ def efficientnet_lite0(device=None):
     present, else CPU)."""
     import torch
 
+    from tvgkit.runtime import pick_device
+
     architecture = _require("efficientnet_lite_pytorch")
     model = architecture.EfficientNet.from_name("efficientnet-lite0")
     source = torch.load(weights_path(), map_location="cpu", weights_only=True)
     check_state_dict(source, model)
     model.load_state_dict(source, strict=True)
-    device = torch.device(device) if device is not None else _default_device()
-    return model.to(device).eval()
-
-
-def _default_device():
-    import torch
-
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return model.to(pick_device(device)).eval()
 
 
 def preprocess(frames_bgr: np.ndarray, size: int = IMAGE_SIZE) -> np.ndarray:

@@ -86,7 +86,7 @@ def build_run(cfg: RunConfig, progress: bool, splits: Splits | None, run_dir: Pa
     progress = progress and world.main
     # N processes on a CPU share its cores; left alone, each would take them all and they would thrash.
     threads = opt.threads or (max(1, _cores() // world.size) if world.size > 1 else None)
-    session = setup(seed=cfg.seed, threads=threads, device=opt.device, verbose=False)
+    session = setup(seed=cfg.seed, threads=threads, device=distributed.choose_device(opt.device), verbose=False)
     device = distributed.device_for(session.device, world)
     with distributed.main_first():  # rank 0 renders the dataset and trains the vocabulary; the others reuse them
         splits = splits or load_splits(cfg.data, progress=progress)
