@@ -107,8 +107,8 @@ def test_train_picks_the_preset_of_the_device(monkeypatch, capsys, cuda, args, p
         main(["train", *args, "--quiet"])
     sets = [s for flag, s in zip(args, args[1:], strict=False) if flag == "--set"]
     assert info.value.args[0] == preset(preset_name, sets)
-    out = capsys.readouterr().out.splitlines()
-    assert (out[0].startswith(first_line)) if first_line else out == []
+    notes = [line for line in capsys.readouterr().out.splitlines() if not line.startswith("data: ")]
+    assert (len(notes) == 1 and notes[0].startswith(first_line)) if first_line else notes == []
 
 
 def test_train_refuses_a_config_with_a_preset_and_unknown_presets(tmp_path, capsys) -> None:

@@ -165,8 +165,8 @@ def test_grounding_step_reports_the_run_and_stops_at_the_budget(tmp_path, monkey
 
     monkeypatch.setenv("TVGKIT_CACHE", str(tmp_path / "cache"))
     overrides = [*PRESETS["tiny"], "train.device=cpu"]  # after gpu_check's train.device=cuda: this one wins
-    result = gpu_check.step_grounding(gpu_check.Budget(600), True, overrides, tmp_path / "runs")
-    assert result["status"] == "ok", result
+    result = gpu_check.step_grounding(gpu_check.Budget(600), "quick", overrides, tmp_path / "runs")
+    assert result["status"] == "ok" and result["preset"] == "quick", result
     assert result["steps"] == 4 and result["samples_per_second"] > 0 and result["peak_gpu_memory_mb"] == 0
     assert {"R1@0.5", "R1@0.7", "mIoU", "train_seconds", "data_seconds", "wall_seconds"} <= result.keys()
     json.dumps(result)
@@ -178,7 +178,7 @@ def test_grounding_step_reports_the_run_and_stops_at_the_budget(tmp_path, monkey
             self.calls += 1
             return self.calls > 1
 
-    stopped = gpu_check.step_grounding(OneCheck(600), True, overrides, tmp_path / "runs")
+    stopped = gpu_check.step_grounding(OneCheck(600), "quick", overrides, tmp_path / "runs")
     assert stopped["status"] == "stopped" and stopped["note"] == "budget spent at step 1 (epoch 0)"
 
 
@@ -208,6 +208,7 @@ def test_a_step_that_raises_is_an_error_entry_not_a_crash(monkeypatch, tmp_path)
 
     monkeypatch.setattr(gpu_check, "step_grounding", oom)
     args = gpu_check.parse_args(["--quick"])
+    assert args.preset == "quick" and gpu_check.parse_args([]).preset == "gpu"  # by default what CUDA trains
     entry = gpu_check.run_step("grounding", args, gpu_check.Budget(10), tmp_path)
     assert entry["status"] == "error" and entry["note"] == "RuntimeError: CUDA out of memory"
     assert gpu_check.overall({"grounding": entry}) == "failed: grounding"
