@@ -4,7 +4,9 @@ The span head decodes the clip pair (start clip s <= end clip e) with the highes
 moves each boundary inside its clip by the regressed offsets (:func:`tvgkit.grounding.model.decode_spans`): the
 normalised span is ``[(s + o_s) / n, max(e + o_e, s + o_s) / n]`` with ``o_s, o_e`` in [0, 1]. So a span is not a
 whole number of clips, and its clip pair is read back as the clips its boundaries lie in (a boundary that lies on a
-clip edge may come from either neighbour: both are candidates).
+clip edge may come from either neighbour: both are candidates). A span shorter than one clip is then widened to one
+clip about its centre (:func:`tvgkit.grounding.model.widen`), inside [0, n]: the span it came from lies within it, so
+a span exactly one clip wide may come from any pair of clips it overlaps (start <= end).
 
 Two devices agree on a query when they decode the same clip pair with boundaries within ``clip_tol`` of a clip, or,
 at a near-tie, when the pair the other device picked scores within ``rtol`` of the reference's best pair. Used by
@@ -25,8 +27,10 @@ def candidate_pairs(spans: torch.Tensor, n_valid: torch.Tensor, width: int) -> t
     n = n_valid.double()[:, None]
     lo, hi = spans[:, :1].double() * n, spans[:, 1:].double() * n
     clip = torch.arange(width, dtype=torch.float64)[None]
-    starts = (clip - EDGE_TOL <= lo) & (lo <= clip + 1 + EDGE_TOL)
-    ends = (clip - EDGE_TOL <= hi) & (hi <= clip + 1 + EDGE_TOL) & (clip < n)
+    widened = (hi - lo - torch.clamp(n, max=1.0)).abs() <= EDGE_TOL  # possibly grown from a shorter span
+    inside = (clip - EDGE_TOL <= hi) & (lo <= clip + 1 + EDGE_TOL)  # clips the span overlaps
+    starts = ((clip - EDGE_TOL <= lo) & (lo <= clip + 1 + EDGE_TOL)) | (widened & inside)
+    ends = (((clip - EDGE_TOL <= hi) & (hi <= clip + 1 + EDGE_TOL)) | (widened & inside)) & (clip < n)
     upper = torch.ones(width, width, dtype=torch.bool).triu()[None]
     return starts[:, :, None] & ends[:, None, :] & upper
 

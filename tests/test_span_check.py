@@ -30,12 +30,17 @@ def test_the_first_gpu_runs_span_reads_back_to_its_clip_pair() -> None:
     # The span that broke the old helper: [0.3519, 0.4480] of 10 clips. Rounding both ends to clip edges gave
     # start 4 > end 3; it is clips 3..4 with the start 0.519 into clip 3 and the end 0.48 into clip 4.
     ps, pe = _probs(3, 4)
-    spans, _ = decode_spans(ps, pe, torch.tensor([N]), offsets=_offsets(0.519, 0.48))
+    spans, _ = decode_spans(ps, pe, torch.tensor([N]), offsets=_offsets(0.519, 0.48), min_clips=0)
     assert spans[0, 0].tolist() == pytest.approx([0.3519, 0.4480], abs=1e-6)
     pairs = candidate_pairs(spans[:, 0], torch.tensor([N]), N)
     assert pairs[0].nonzero().tolist() == [[3, 4]]
     assert pair_scores(spans[:, 0], ps, pe, torch.tensor([N])).tolist() == pytest.approx([0.25])
     assert_top_scoring(spans[:, 0], ps, pe, torch.tensor([N]), rtol=1e-6)
+    # as the decoder returns it: shorter than a clip, so widened to one clip about its centre (0.39995)
+    wide, _ = decode_spans(ps, pe, torch.tensor([N]), offsets=_offsets(0.519, 0.48))
+    assert wide[0, 0].tolist() == pytest.approx([0.34995, 0.44995], abs=1e-6)
+    assert candidate_pairs(wide[:, 0], torch.tensor([N]), N)[0].nonzero().tolist() == [[3, 3], [3, 4], [4, 4]]
+    assert_top_scoring(wide[:, 0], ps, pe, torch.tensor([N]), rtol=1e-6)
 
 
 def test_a_boundary_on_a_clip_edge_fits_both_clips_and_a_collapsed_end_reads_back() -> None:
@@ -45,10 +50,14 @@ def test_a_boundary_on_a_clip_edge_fits_both_clips_and_a_collapsed_end_reads_bac
     assert candidate_pairs(spans[:, 0], n_valid, N)[0].nonzero().tolist() == [[2, 5], [3, 5]]
     # start == end with the start offset past the end offset: the end is clamped to the start (an empty span)
     ps, pe = _probs(6, 6)
-    spans, _ = decode_spans(ps, pe, n_valid, offsets=_offsets(0.8, 0.2))
+    spans, _ = decode_spans(ps, pe, n_valid, offsets=_offsets(0.8, 0.2), min_clips=0)
     assert spans[0, 0, 0] == spans[0, 0, 1] == pytest.approx(0.68)
     assert [6, 6] in candidate_pairs(spans[:, 0], n_valid, N)[0].nonzero().tolist()
     assert_top_scoring(spans[:, 0], ps, pe, n_valid, rtol=1e-6)
+    wide, _ = decode_spans(ps, pe, n_valid, offsets=_offsets(0.8, 0.2))  # the empty span widened to [0.63, 0.73]
+    assert wide[0, 0].tolist() == pytest.approx([0.63, 0.73], abs=1e-6)
+    assert [6, 6] in candidate_pairs(wide[:, 0], n_valid, N)[0].nonzero().tolist()
+    assert_top_scoring(wide[:, 0], ps, pe, n_valid, rtol=1e-6)
 
 
 def test_padding_clips_are_never_candidates_and_an_impossible_span_fails() -> None:

@@ -49,7 +49,7 @@ def test_the_trainer_scales_the_loss_only_under_fp16(monkeypatch, amp, native_bf
     model = torch.nn.Linear(2, 2)
     opt = preset("tiny").train
     monkeypatch.setattr(build, "param_groups", lambda model, opt: model.parameters())
-    build._optimisation(model, opt, 2, session)
+    build._optimisation(model, opt, 2, session, torch.device("cpu"))
     assert made == [("cuda", enabled)]
 
 

@@ -109,4 +109,4 @@ def test_the_audit_refuses_a_shuffling_evaluation_loader_unless_switched_off(set
     with pytest.raises(LoaderAuditError, match="shuffles"):
         train(_cfg(setting, "name=shuffled"), progress=False, splits=splits)
     result = train(_cfg(setting, "name=shuffled-unaudited", "train.audit=false"), progress=False, splits=splits)
-    assert set(result.metrics["test"]) == {"R1@0.1", "R1@0.3", "R1@0.5", "R1@0.7", "mIoU"}
+    assert {"R1@0.1", "R1@0.3", "R1@0.5", "R1@0.7", "mIoU"} <= set(result.metrics["test"])
