@@ -30,6 +30,7 @@ import numpy as np
 
 from tvgkit.data import timeline
 from tvgkit.data.features import NPZ_KEY
+from tvgkit.data.formats import jsonl_item
 from tvgkit.data.records import Record
 from tvgkit.errors import InputError
 
@@ -84,15 +85,7 @@ def export_moment_detr(
         with path.open("w", encoding="utf-8") as handle:
             for r in records:
                 ids, scores = clip_annotations(r, counts[r.vid], clip_seconds)
-                item = {
-                    "qid": r.qid,
-                    "query": r.query,
-                    "vid": r.vid,
-                    "duration": r.duration,
-                    "relevant_windows": [[s, e] for s, e in r.windows],
-                    "relevant_clip_ids": ids,
-                    "saliency_scores": scores,
-                }
+                item = {**jsonl_item(r), "relevant_clip_ids": ids, "saliency_scores": scores}
                 handle.write(json.dumps(item) + "\n")
         written[split] = path
     return written

@@ -342,20 +342,24 @@ def read_annotations(path: str | Path, durations: str | Path | None = None) -> t
     return _activitynet(data, path)
 
 
+def jsonl_item(r: Record) -> dict:
+    """One record as a Moment-DETR / lighthouse JSONL object (what :func:`write_jsonl` writes a line of)."""
+    return {
+        "qid": r.qid,
+        "query": r.query,
+        "duration": r.duration,
+        "vid": r.vid,
+        "relevant_windows": [[s, e] for s, e in r.windows],
+    }
+
+
 def write_jsonl(records: Iterable[Record], path: str | Path) -> Path:
     """Write records as Moment-DETR / lighthouse JSONL (one object per line); ``read_jsonl`` reads them back."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", encoding="utf-8") as handle:
         for r in records:
-            item = {
-                "qid": r.qid,
-                "query": r.query,
-                "duration": r.duration,
-                "vid": r.vid,
-                "relevant_windows": [[s, e] for s, e in r.windows],
-            }
-            handle.write(json.dumps(item) + "\n")
+            handle.write(json.dumps(jsonl_item(r)) + "\n")
     return path
 
 
