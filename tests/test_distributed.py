@@ -76,6 +76,7 @@ def test_torchrun_two_processes_score_exactly_the_test_set(tmp_path) -> None:
         timeout=300,
     )
     assert done.returncode == 0, done.stderr[-3000:]
+    assert "find_unused_parameters" not in done.stderr  # DDP is not asked to search for parameters that are all used
     assert done.stdout.count("run folder:") == 1  # only rank 0 prints
     assert [p.name for p in (tmp_path / "runs").iterdir()] == ["ddp"]  # both ranks used rank 0's folder
     run_dir = tmp_path / "runs" / "ddp"
@@ -96,3 +97,40 @@ def test_torchrun_two_processes_score_exactly_the_test_set(tmp_path) -> None:
 def _synthetic_jsonl(cache: Path, split: str) -> Path:
     (path,) = cache.glob(f"synthetic/*/{split}.jsonl")
     return path
+
+
+def _probe(tmp_path: Path, monkeypatch, overrides: list[str]) -> tuple[list[str], bool]:
+    """(trainable parameters without a gradient after one step of the tiny preset with ``overrides``, whether the
+    global random state came back unchanged)."""
+    import torch
+
+    from tvgkit.grounding.build import build_model, unused_parameters
+    from tvgkit.grounding.dataset import Collate, GroundingDataset
+    from tvgkit.grounding.splits import load_splits
+
+    monkeypatch.setenv("TVGKIT_CACHE", str(tmp_path / "cache"))
+    cfg = preset("tiny", ["train.device=cpu", *overrides])
+    splits = load_splits(cfg.data, progress=False)
+    model, tokenizer = build_model(cfg, splits.records["train"], splits.features.dim)
+    data = GroundingDataset(splits.records["train"], splits.features, tokenizer, cfg.model.templates)
+    batch = Collate(tokenizer.pad_token_id, train=False)([data[0], data[1]])
+    before = torch.get_rng_state()
+    unused = unused_parameters(model, batch, cfg.train)
+    assert all(p.grad is None for p in model.parameters())  # the probe's gradients are cleared
+    return unused, torch.equal(before, torch.get_rng_state())
+
+
+@pytest.mark.parametrize("head", ["span", "regression", "regression-mlp"])
+def test_every_head_of_the_random_bert_trains_every_parameter(tmp_path, monkeypatch, head) -> None:
+    """No unused parameters: DDP runs without ``find_unused_parameters`` (dropout on, so the state must be kept)."""
+    unused, same_rng = _probe(tmp_path, monkeypatch, [f"model.head={head}", "text.dropout=0.1"])
+    assert unused == [] and same_rng
+
+
+def test_a_pretrained_encoders_pooler_is_really_unused(tmp_path, monkeypatch) -> None:
+    """``AutoModel`` gives MiniLM a pooler the grounding model never reads: DDP must search for unused parameters
+    under full fine-tuning; with LoRA the pooler is frozen and nothing trainable is left unused."""
+    pytest.importorskip("all_minilm_l6_v2")
+    unused, _ = _probe(tmp_path, monkeypatch, ["text.encoder=minilm"])
+    assert unused == ["encoder.pooler.dense.weight", "encoder.pooler.dense.bias"]
+    assert _probe(tmp_path, monkeypatch, ["text.encoder=minilm", "text.peft=lora"])[0] == []
