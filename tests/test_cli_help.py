@@ -94,7 +94,6 @@ def test_synthetic_baselines_state_the_training_first_and_can_skip_it(tiny_cache
     assert sorted(rows) == ["best_fixed_span", "best_span_per_metric", "kde_prior", "whole_video"]
 
 
-
 def test_predict_prints_its_warning_before_the_table_when_redirected(tiny_cache, tmp_path) -> None:
     """Both streams into one file (``> out.txt 2>&1``): the unknown-word warning comes first."""
     sets = [a for s in PRESETS["tiny"] for a in ("--set", s)]
@@ -104,8 +103,9 @@ def test_predict_prints_its_warning_before_the_table_when_redirected(tiny_cache,
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, "-m", "tvgkit", "predict", str(tmp_path / "run"), "--video", str(tmp_path / "demo.mp4")]
     with open(tmp_path / "out.txt", "w") as out:
-        subprocess.run([*cmd, "--query", "a person rides a bike", "--top", "2"], stdout=out, stderr=out, env=env,
-                       check=True)
+        subprocess.run(
+            [*cmd, "--query", "a person rides a bike", "--top", "2"], stdout=out, stderr=out, env=env, check=True
+        )
     lines = (tmp_path / "out.txt").read_text().splitlines()
     assert lines[0].startswith("tvgkit predict: warning: 3 word(s)") and "person, rides, bike" in lines[0]
     assert "demo.mp4 (" in lines[1] and lines[3].split() == ["rank", "start", "end", "score"]

@@ -3,6 +3,7 @@ two-process ``torchrun`` (gloo, CPU) run scores exactly the test set, as a singl
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import subprocess
@@ -134,3 +135,36 @@ def test_a_pretrained_encoders_pooler_is_really_unused(tmp_path, monkeypatch) ->
     unused, _ = _probe(tmp_path, monkeypatch, ["text.encoder=minilm"])
     assert unused == ["encoder.pooler.dense.weight", "encoder.pooler.dense.bias"]
     assert _probe(tmp_path, monkeypatch, ["text.encoder=minilm", "text.peft=lora"])[0] == []
+
+
+@pytest.mark.parametrize("encoder", ["random-bert", "minilm"])
+def test_ddp_searches_for_unused_parameters_only_when_a_step_leaves_some(tmp_path, monkeypatch, capfd, encoder) -> None:
+    """The wrapper ``build_run`` makes, in a one-process gloo group: told to search only for MiniLM (whose pooler
+    DDP without the search refuses on the second step: 'Expected to have finished reduction'), and two steps
+    train either way, without DDP's warning (from C++, on stderr) that the search found nothing."""
+    import torch
+    import torch.distributed as dist
+
+    from tvgkit.grounding.build import _parallel, build_model
+    from tvgkit.grounding.dataset import Collate, GroundingDataset
+    from tvgkit.grounding.objective import training_loss
+    from tvgkit.grounding.splits import load_splits
+
+    if encoder == "minilm":
+        pytest.importorskip("all_minilm_l6_v2")
+    monkeypatch.setenv("TVGKIT_CACHE", str(tmp_path / "cache"))
+    cfg = preset("tiny", ["train.device=cpu", f"text.encoder={encoder}"])
+    splits = load_splits(cfg.data, progress=False)
+    model, tokenizer = build_model(cfg, splits.records["train"], splits.features.dim)
+    data = GroundingDataset(splits.records["train"], splits.features, tokenizer, cfg.model.templates)
+    batch = Collate(tokenizer.pad_token_id, train=False)([data[2], data[3]])
+    store = f"file://{tmp_path / 'store'}"  # no port to collide with; a stuck collective fails after 60 s
+    dist.init_process_group("gloo", init_method=store, rank=0, world_size=1, timeout=datetime.timedelta(seconds=60))
+    try:
+        net = _parallel(model, torch.device("cpu"), World(0, 2, 0), cfg.train, data, tokenizer.pad_token_id)
+        assert net.find_unused_parameters == (encoder == "minilm")
+        for _ in range(2):
+            training_loss(model, batch, cfg.train, net)[0].backward()
+    finally:
+        dist.destroy_process_group()
+    assert "find_unused_parameters" not in capfd.readouterr().err

@@ -113,7 +113,12 @@ def test_every_script_notebook_and_make_target_a_line_names_exists() -> None:
 def test_papermill_is_installed_by_the_setup() -> None:
     """The README's papermill line needs papermill in the extras ``make setup`` installs (and in environment.yml,
     which tests/test_packaging.py keeps in step)."""
-    assert any(w[0] == "papermill" for w in readme_lines())
+    import nbformat
+
+    (line,) = [w for w in readme_lines() if w[0] == "papermill"]
+    notebook = nbformat.read(ROOT / line[1], as_version=4)  # papermill writes after the cell tagged "parameters"
+    assert ["SIZE = None" in c.source for c in notebook.cells if "parameters" in c.metadata.get("tags", [])] == [True]
+    assert line[line.index("-p") + 1] == "SIZE"
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     assert any(r.startswith("papermill") for r in extras["dev"])
     assert "dev" in re.search(r'pip install -q -e "\.\[([\w,]+)\]"', (ROOT / "Makefile").read_text()).group(1)
