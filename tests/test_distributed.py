@@ -3,6 +3,7 @@ two-process ``torchrun`` (gloo, CPU) run scores exactly the test set, as a singl
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import subprocess
@@ -88,6 +89,7 @@ def test_torchrun_two_processes_score_exactly_the_test_set(tmp_path) -> None:
         timeout=300,
     )
     assert done.returncode == 0, done.stderr[-3000:]
+    assert "find_unused_parameters" not in done.stderr  # DDP is not asked to search for parameters that are all used
     assert done.stdout.count("run folder:") == 1  # only rank 0 prints
     assert [p.name for p in (tmp_path / "runs").iterdir()] == ["ddp"]  # both ranks used rank 0's folder
     run_dir = tmp_path / "runs" / "ddp"
@@ -175,3 +177,74 @@ def test_a_rank_of_a_fallen_back_group_trains_on_the_cpu_and_refuses_cuda(monkey
     assert distributed.choose_device(None) is None and distributed.choose_device("cuda") == "cuda"
     monkeypatch.setattr(distributed, "current", lambda: World())  # one process: untouched
     assert distributed.choose_device(None) is None
+
+
+def _probe(tmp_path: Path, monkeypatch, overrides: list[str]) -> tuple[list[str], bool]:
+    """(trainable parameters without a gradient after one step of the tiny preset with ``overrides``, whether the
+    global random state came back unchanged)."""
+    import torch
+
+    from tvgkit.grounding.build import build_model, unused_parameters
+    from tvgkit.grounding.dataset import Batches, GroundingDataset
+    from tvgkit.grounding.splits import load_splits
+
+    monkeypatch.setenv("TVGKIT_CACHE", str(tmp_path / "cache"))
+    cfg = preset("tiny", ["train.device=cpu", *overrides])
+    splits = load_splits(cfg.data, progress=False)
+    model, tokenizer = build_model(cfg, splits.records["train"], splits.features.dim)
+    data = GroundingDataset(splits.records["train"], splits.features, tokenizer, cfg.model.templates)
+    batch = Batches(data, tokenizer.pad_token_id, train=False).__getitems__([0, 1])
+    before = torch.get_rng_state()
+    unused = unused_parameters(model, batch, cfg.train)
+    assert all(p.grad is None for p in model.parameters())  # the probe's gradients are cleared
+    return unused, torch.equal(before, torch.get_rng_state())
+
+
+@pytest.mark.parametrize("head", ["span", "regression", "regression-mlp"])
+def test_every_head_of_the_random_bert_trains_every_parameter(tmp_path, monkeypatch, head) -> None:
+    """No unused parameters: DDP runs without ``find_unused_parameters`` (dropout on, so the state must be kept)."""
+    unused, same_rng = _probe(tmp_path, monkeypatch, [f"model.head={head}", "text.dropout=0.1"])
+    assert unused == [] and same_rng
+
+
+def test_a_pretrained_encoders_pooler_is_really_unused(tmp_path, monkeypatch) -> None:
+    """``AutoModel`` gives MiniLM a pooler the grounding model never reads: DDP must search for unused parameters
+    under full fine-tuning; with LoRA the pooler is frozen and nothing trainable is left unused."""
+    pytest.importorskip("all_minilm_l6_v2")
+    unused, _ = _probe(tmp_path, monkeypatch, ["text.encoder=minilm"])
+    assert unused == ["encoder.pooler.dense.weight", "encoder.pooler.dense.bias"]
+    assert _probe(tmp_path, monkeypatch, ["text.encoder=minilm", "text.peft=lora"])[0] == []
+
+
+@pytest.mark.parametrize("encoder", ["random-bert", "minilm"])
+def test_ddp_searches_for_unused_parameters_only_when_a_step_leaves_some(tmp_path, monkeypatch, capfd, encoder) -> None:
+    """The wrapper ``build_run`` makes, in a one-process gloo group: told to search only for MiniLM (whose pooler
+    DDP without the search refuses on the second step: 'Expected to have finished reduction'), and two steps
+    train either way, without DDP's warning (from C++, on stderr) that the search found nothing."""
+    import torch
+    import torch.distributed as dist
+
+    from tvgkit.grounding.build import _parallel, build_model
+    from tvgkit.grounding.dataset import Batches, GroundingDataset
+    from tvgkit.grounding.objective import training_loss
+    from tvgkit.grounding.splits import load_splits
+
+    if encoder == "minilm":
+        pytest.importorskip("all_minilm_l6_v2")
+    monkeypatch.setenv("TVGKIT_CACHE", str(tmp_path / "cache"))
+    cfg = preset("tiny", ["train.device=cpu", f"text.encoder={encoder}"])
+    splits = load_splits(cfg.data, progress=False)
+    model, tokenizer = build_model(cfg, splits.records["train"], splits.features.dim)
+    data = GroundingDataset(splits.records["train"], splits.features, tokenizer, cfg.model.templates)
+    batches = Batches(data, tokenizer.pad_token_id, train=True)  # what build_run hands _parallel: the train loader's
+    batch = Batches(data, tokenizer.pad_token_id, train=False).__getitems__([2, 3])
+    store = f"file://{tmp_path / 'store'}"  # no port to collide with; a stuck collective fails after 60 s
+    dist.init_process_group("gloo", init_method=store, rank=0, world_size=1, timeout=datetime.timedelta(seconds=60))
+    try:
+        net = _parallel(model, torch.device("cpu"), World(0, 2, 0), cfg.train, batches)
+        assert net.find_unused_parameters == (encoder == "minilm")
+        for _ in range(2):
+            training_loss(model, batch, cfg.train, net)[0].backward()
+    finally:
+        dist.destroy_process_group()
+    assert "find_unused_parameters" not in capfd.readouterr().err

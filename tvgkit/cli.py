@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable
 
 DATASETS = ("synthetic", "charades-sta", "activitynet", "tacos")
+SPLITS = ("train", "val", "test")
 #: Path errors a user can fix; their messages name the path.
 PATH_ERRORS = (FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError, PermissionError)
 
@@ -22,10 +23,29 @@ def _add_baselines(sub: argparse._SubParsersAction) -> None:
         "baselines",
         help="blind baselines (whole video, best fixed span, KDE prior; on synthetic also a query-blind model)",
     )
-    p.add_argument("--dataset", choices=DATASETS, required=True)
+    p.add_argument(
+        "--dataset",
+        choices=DATASETS,
+        required=True,
+        help="synthetic: the kit's rendered set (also trains the query-blind model: minutes, see --no-model); "
+        "the others read real annotations (choices: %(choices)s)",
+    )
     p.add_argument("--data-dir", default=None, help="folder holding the dataset's files (default: $TVGKIT_DATA)")
-    p.add_argument("--split", default="test")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--split",
+        default="test",
+        choices=SPLITS,
+        help="split the baselines are scored on: %(choices)s (default: %(default)s; synthetic: test only)",
+    )
+    p.add_argument(
+        "--seed", type=int, default=0, help="seed of the random prior and the query-blind model (default: %(default)s)"
+    )
+    p.add_argument(
+        "--no-model",
+        action="store_true",
+        help="synthetic: skip the query-blind model (the quick default trained with emptied queries, about 4.5 min "
+        "on a 2-core CPU, written to runs/baselines-query-blind/)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     p.set_defaults(handler=_lazy("tvgkit.grounding.commands", "baselines"))
 
@@ -62,8 +82,10 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
         epilog="The predictions file is what Moment-DETR's and lighthouse's evaluators read: one JSON object per "
         "query, {qid, query, vid, pred_relevant_windows: [[start s, end s, score], ...]}, best score first.",
     )
-    p.add_argument("run_dir")
-    p.add_argument("--split", default="test")
+    p.add_argument("run_dir", help="a run folder written by tvgkit train (runs/<name>)")
+    p.add_argument(
+        "--split", default="test", choices=SPLITS, help="split to score on: %(choices)s (default: %(default)s)"
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     p.add_argument("--predictions", metavar="OUT.jsonl", help="also write each query's ranked spans to this file")
     p.add_argument(
@@ -77,22 +99,26 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a SynthConfig key, e.g. n_train=500")
     p.add_argument("--cache-dir", default=None, help="default: $TVGKIT_CACHE or ~/.cache/tvgkit")
     p.add_argument("--video", default=None, metavar="FILE.mp4", help="also write one test video as an mp4")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=_lazy("tvgkit.grounding.commands", "synth"))
 
 
 def _add_extract(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("extract", help="per-clip features of video files into one HDF5 file")
-    p.add_argument("videos", nargs="+", metavar="VIDEO")
-    p.add_argument("--out", required=True, metavar="FILE.hdf5")
+    p.add_argument("videos", nargs="+", metavar="VIDEO", help="video files; each becomes video <file stem>")
+    p.add_argument("--out", required=True, metavar="FILE.hdf5", help="the HDF5 file to write: f[vid] = [clips, dim]")
     p.add_argument(
         "--backbone",
         default="blobs",
         help="blobs: colour-blob statistics for the kit's rendered videos (default); efficientnet-lite0: ImageNet "
         "features for real footage (needs tvgkit[vision]; CUDA when present)",
     )
-    p.add_argument("--fps", type=float, default=4.0)
-    p.add_argument("--clip-seconds", type=float, default=1.0)
+    p.add_argument(
+        "--fps", type=float, default=4.0, help="frames per second read from each video (default: %(default)s)"
+    )
+    p.add_argument(
+        "--clip-seconds", type=float, default=1.0, help="length of one clip, one feature row (default: %(default)s)"
+    )
     p.add_argument(
         "--durations",
         default=None,
@@ -105,11 +131,11 @@ def _add_extract(sub: argparse._SubParsersAction) -> None:
 
 def _add_predict(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="top spans of a query in a video file, with a trained run")
-    p.add_argument("run_dir")
+    p.add_argument("run_dir", help="a run folder written by tvgkit train (runs/<name>)")
     p.add_argument("--video", required=True, help="a video file, or an HDF5 file written by tvgkit extract")
     p.add_argument("--vid", default=None, help="which video of an HDF5 file holding several")
-    p.add_argument("--query", required=True)
-    p.add_argument("--top", type=int, default=5)
+    p.add_argument("--query", required=True, help="the sentence to ground, in quotes")
+    p.add_argument("--top", type=int, default=5, help="how many ranked spans to print (default: %(default)s)")
     p.add_argument(
         "--fps", type=float, default=None, help="frames per second to sample (default: the run's data.synth.fps)"
     )
@@ -142,7 +168,7 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
 
 def _add_runs(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("runs", help="table of runs: config keys that differ, and test metrics")
-    p.add_argument("runs_dir", nargs="?", default="runs")
+    p.add_argument("runs_dir", nargs="?", default="runs", help="folder holding the run folders (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     p.set_defaults(handler=_lazy("tvgkit.grounding.commands", "runs"))
 

@@ -20,7 +20,7 @@ from tvgkit import config as configs
 from tvgkit.data.records import Record
 from tvgkit.errors import InputError
 from tvgkit.grounding import distributed
-from tvgkit.grounding.dataset import GroundingDataset, feature_stats, fill_template, loader
+from tvgkit.grounding.dataset import Batches, GroundingDataset, feature_stats, fill_template, loader
 from tvgkit.grounding.model import GroundingModel
 from tvgkit.grounding.objective import replay
 from tvgkit.grounding.presets import OptimConfig, RunConfig, check_run_name
@@ -100,8 +100,8 @@ def build_run(cfg: RunConfig, progress: bool, splits: Splits | None, run_dir: Pa
     }
     model.set_feature_stats(*feature_stats(datasets["train"]))
     model.to(device)
-    net = _parallel(model, device, world)
     train_loader, eval_loaders = _loaders(datasets, opt.batch_size, tokenizer.pad_token_id, cfg.seed, world, device)
+    net = _parallel(model, device, world, cfg.train, train_loader.dataset)
     if run_dir is None:
         run_dir = _new_run_dir(cfg, tokenizer, world)
         if world.main:  # predict names the query words a run never saw
@@ -149,13 +149,45 @@ def _fused(device: torch.device) -> bool:
     return device.type == "cuda"
 
 
-def _parallel(model: GroundingModel, device: torch.device, world: distributed.World) -> torch.nn.Module:
-    """What the forward pass runs: the model itself, or under torchrun its DistributedDataParallel wrapper."""
+def _parallel(
+    model: GroundingModel,
+    device: torch.device,
+    world: distributed.World,
+    opt: OptimConfig,
+    train_data: Batches,
+) -> torch.nn.Module:
+    """What the forward pass runs: the model itself, or under torchrun its DistributedDataParallel wrapper.
+
+    DDP is told to search for unused parameters only when a step really leaves some without a gradient: the search
+    walks the autograd graph on every step (and warns when it finds nothing). Every rank probes the same first
+    training samples, so all ranks agree.
+    """
     if world.size == 1:
         return model
-    # Unused parameters are normal here: the head not chosen, frozen encoder layers under some PEFT methods.
+    with torch.random.fork_rng(devices=[]):  # the batch draws its templates: the run's random stream stays as it was
+        batch = train_data.__getitems__(list(range(min(2, len(train_data)))))
+    unused = unused_parameters(model, batch, opt)
     ids = [device.index] if device.type == "cuda" else None
-    return torch.nn.parallel.DistributedDataParallel(model, ids, find_unused_parameters=True)
+    return torch.nn.parallel.DistributedDataParallel(model, ids, find_unused_parameters=bool(unused))
+
+
+def unused_parameters(model: GroundingModel, batch: dict, opt: OptimConfig) -> list[str]:
+    """Names of the trainable parameters that a training step on ``batch`` leaves without a gradient.
+
+    Only the configured head exists, so with the kit's random BERT there are none; a pretrained encoder loaded with
+    ``AutoModel`` carries a pooler the model never reads (trained under full fine-tuning or BitFit). One forward and
+    backward pass tells, under a forked random state so that the run's random streams stay as they were; the
+    gradients are cleared again.
+    """
+    from tvgkit.grounding.objective import training_loss
+
+    cuda = [batch["video"].device] if batch["video"].device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
+        training_loss(model, batch, opt)[0].backward()
+    unused = [name for name, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    model.zero_grad(set_to_none=True)
+    model.probe.clear()
+    return unused
 
 
 def _loaders(

@@ -147,10 +147,21 @@ def baselines(args: argparse.Namespace) -> int:
     if args.split != "test":
         raise InputError("on the synthetic set the baselines are scored on the test split")
     cfg = RunConfig(seed=args.seed, name="baselines")
+    if not args.no_model:  # the cost, before it is paid
+        print(
+            "tvgkit baselines: also trains the query-blind model (the quick default with emptied queries, about as "
+            f"long as tvgkit train: minutes on a CPU) into {Path(cfg.runs_dir) / cfg.name}-query-blind/; "
+            "--no-model skips it",
+            flush=True,
+        )
     splits = load_splits(cfg.data, progress=False)
-    results = blind.blind_baselines(cfg, splits=splits, progress=False)
+    if args.no_model:
+        results = blind.run_blind_baselines(splits.records["train"], splits.records["test"], seed=args.seed)
+        print("synthetic test; the video-blind priors only (--no-model: no query-blind model)")
+    else:
+        results = blind.blind_baselines(cfg, splits=splits, progress=False)
+        print(f"synthetic test; query-blind model = the quick default trained with emptied queries (seed {args.seed})")
     results["best_span_per_metric"] = blind.per_metric_baseline(splits.records["train"], splits.records["test"])
-    print(f"synthetic test; query-blind model = the quick default trained with emptied queries (seed {args.seed})")
     print(blind.format_table(results))
     if args.json:
         _json_line({name: {k: round(v, 4) for k, v in m.items()} for name, m in results.items()})
@@ -346,24 +357,27 @@ def runs_table(runs_dir: str | Path = "runs"):
 
     A run whose ``metrics.json`` or ``config.yaml`` cannot be read (damaged, edited, cut short by a full disk) is left
     out with a :class:`SkippedRunWarning` naming it and why: one bad folder must not hide the table of the others.
+    A key a run's config ignores (the random BERT's sizes in a run with a pretrained encoder) is left out of that
+    run's values: it shows as ``-``, and a column appears only where the runs that use the key differ.
     """
     import pandas as pd
 
     from tvgkit import config
+    from tvgkit.grounding.text import ignored_keys
 
-    rows, cfgs = [], []
+    rows, flats = [], []
     for run in sorted(Path(runs_dir).glob("*/metrics.json")):
         try:
             cfg, row = _run_row(run)
         except (InputError, config.ConfigError, OSError) as err:
             warnings.warn(f"skipped run {run.parent.name}: {err}", SkippedRunWarning, stacklevel=2)
             continue
-        cfgs.append(cfg)
+        ignored = {f"text.{k}" for k in ignored_keys(cfg.get("text") or {})}
+        flats.append({k: v for k, v in config.flatten(cfg).items() if k not in ignored})
         rows.append(row)
-    keys = config.differing_keys(cfgs)
-    for row, cfg in zip(rows, cfgs, strict=False):
-        flat = config.flatten(cfg)
-        row.update({k: flat.get(k) for k in keys})
+    keys = [k for k in config.differing_keys(flats) if len({repr(f[k]) for f in flats if k in f}) > 1]
+    for row, flat in zip(rows, flats, strict=True):
+        row.update({k: flat.get(k, "-") for k in keys})
     columns = ["run", *keys, "R1@0.5", "R1@0.7", "mIoU", "val mIoU", "train s"]
     return pd.DataFrame(rows, columns=columns)
 

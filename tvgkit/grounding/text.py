@@ -69,6 +69,16 @@ class TextConfig:
     )
 
 
+#: The :class:`TextConfig` keys only ``random-bert`` reads: a pretrained encoder brings its own sizes, vocabulary and
+#: dropout, so for it these keys are ignored (and the runs table leaves them out).
+RANDOM_BERT_ONLY = ("layers", "hidden", "heads", "intermediate", "vocab_size", "dropout")
+
+
+def ignored_keys(text: dict) -> tuple[str, ...]:
+    """The keys of a text config (as written in ``config.yaml``) that its encoder ignores."""
+    return () if text.get("encoder", "random-bert") == "random-bert" else RANDOM_BERT_ONLY
+
+
 def train_wordpiece(sentences: Iterable[str], vocab_size: int, folder: str | Path) -> Path:
     """Build a lower-cased WordPiece vocabulary from ``sentences`` and save ``vocab.txt`` into ``folder``.
 
