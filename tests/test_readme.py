@@ -154,3 +154,6 @@ def test_the_example_configs_say_what_they_set() -> None:
     )
     gpu = config.load(RunConfig, ROOT / "configs" / "gpu.yaml")
     assert (gpu.train.batch_size, gpu.train.lr, gpu.train.epochs) == (256, 3e-3, 20)
+    from tvgkit.grounding.presets import preset
+
+    assert gpu == preset("gpu")  # the example is the preset tvgkit train picks on CUDA, written out
