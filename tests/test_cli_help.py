@@ -96,7 +96,7 @@ def test_synthetic_baselines_state_the_training_first_and_can_skip_it(tiny_cache
 
 def test_predict_prints_its_warning_before_the_table_when_redirected(tiny_cache, tmp_path) -> None:
     """Both streams into one file (``> out.txt 2>&1``): the unknown-word warning comes first."""
-    sets = [a for s in PRESETS["tiny"] for a in ("--set", s)]
+    sets = [a for s in [*PRESETS["tiny"], "train.device=cpu"] for a in ("--set", s)]
     assert main(["train", *sets, "--set", f"runs_dir={tmp_path}", "--set", "name=run", "--quiet"]) == 0
     synth = [a for s in PRESETS["tiny"] if s.startswith("data.synth.") for a in ("--set", s[len("data.synth.") :])]
     assert main(["synth", *synth, "--video", str(tmp_path / "demo.mp4"), "--quiet"]) == 0
