@@ -134,7 +134,7 @@ def train_step(run: Run, batch: dict) -> tuple[torch.Tensor, torch.Tensor | None
     """One optimiser step; returns the loss, the R-Drop term (or None) and the gradient norm before clipping.
 
     Nothing here waits for the device except where the host must know a value: the guard's flag is read every
-    step on a CPU (where reading costs nothing) and only at logged steps on a GPU (see ``build.guard_every``); the
+    step on a CPU (where reading costs nothing) and only at logged steps on a GPU (``Run.guard_every``); the
     logged values are read together by the loop.
     """
     with run.session.autocast():
