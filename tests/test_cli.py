@@ -101,7 +101,7 @@ def test_train_picks_the_preset_of_the_device(monkeypatch, capsys, cuda, args, p
     def chosen(cfg, **kwargs):
         raise _Chosen(cfg)
 
-    monkeypatch.setattr("tvgkit.grounding.commands.torch_cuda_available", lambda: cuda)
+    monkeypatch.setattr("tvgkit.runtime.cuda_visible", lambda: cuda)
     monkeypatch.setattr("tvgkit.grounding.train.train", chosen)
     with pytest.raises(_Chosen) as info:
         main(["train", *args, "--quiet"])

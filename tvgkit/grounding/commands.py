@@ -61,14 +61,6 @@ def train(args: argparse.Namespace) -> int:
         return _train(args, world.main)
 
 
-def torch_cuda_available() -> bool:
-    """Whether ``tvgkit train`` with nothing else given picks the GPU preset (an automatic device choice, so the
-    test suite's simulated CUDA answers here too: :func:`tvgkit.runtime.cuda_visible`)."""
-    from tvgkit.runtime import cuda_visible
-
-    return cuda_visible()
-
-
 def _train(args: argparse.Namespace, main: bool) -> int:
     from tvgkit import config
     from tvgkit.grounding.checkpoint import Interrupted
@@ -76,6 +68,7 @@ def _train(args: argparse.Namespace, main: bool) -> int:
     from tvgkit.grounding.splits import SplitWarning
     from tvgkit.grounding.train import train
     from tvgkit.lessons.diagnostics import NonFiniteError
+    from tvgkit.runtime import cuda_visible
 
     if args.resume:
         if args.config or args.set or args.preset:
@@ -84,7 +77,7 @@ def _train(args: argparse.Namespace, main: bool) -> int:
     else:
         name = args.preset
         if args.config is None and not args.set and name is None:  # nothing asked: the device's default
-            name = "gpu" if torch_cuda_available() else "quick"
+            name = "gpu" if cuda_visible() else "quick"  # the test suite's simulated CUDA answers here too
             if main:
                 print(GPU_NOTE if name == "gpu" else QUICK_NOTE)
         if name is not None and args.config is not None:

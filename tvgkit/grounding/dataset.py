@@ -174,21 +174,21 @@ class Batches(Dataset):
         index = np.asarray(indices, dtype=np.int64)
         rows = self.video_row[index]
         n = int(self.video_lengths[rows].max())
+        index_t, rows_t = self._on_device(index), self._on_device(rows)
         if self.train:  # one template per sample, drawn on the host from the global generator (as the seeds did)
             choice = torch.randint(self.ids.shape[1], (len(index),))
             width = int(self.prompt_lengths[index, choice.numpy()].max())
-            ids = self.ids[self._on_device(index), choice.to(self.device), :width].unsqueeze(1)
+            ids = self.ids[index_t, choice.to(self.device), :width].unsqueeze(1)
         else:
             width = int(self.prompt_lengths[index].max())
-            ids = self.ids[self._on_device(index), :, :width]
-        rows_t = self._on_device(rows)
+            ids = self.ids[index_t, :, :width]
         return {
             "video": self.video[rows_t, :n],
             "video_mask": (torch.arange(n, device=self.device) < self.lengths[rows_t, None]).long(),
             "input_ids": ids,  # [B, templates, L] (one template in training)
             "attention_mask": (ids != self.pad_id).long(),
-            "span": self.span[self._on_device(index)],
-            "index": self._on_device(index),
+            "span": self.span[index_t],
+            "index": index_t,
         }
 
     def _on_device(self, index: np.ndarray) -> torch.Tensor:
